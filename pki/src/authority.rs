@@ -11,12 +11,12 @@
 
 use std::fmt;
 
+use ::time::{Duration, OffsetDateTime};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyUsagePurpose,
     PublicKeyData, SerialNumber, SignatureAlgorithm, SigningKey,
 };
 use rustls_pki_types::CertificateDer;
-use ::time::{Duration, OffsetDateTime};
 use x509_parser::prelude::*;
 use zeroize::Zeroizing;
 
@@ -46,7 +46,10 @@ impl fmt::Debug for CaFiles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CaFiles")
             .field("ca_crt", &format_args!("{} bytes", self.ca_crt.len()))
-            .field("issuer_crt", &format_args!("{} bytes", self.issuer_crt.len()))
+            .field(
+                "issuer_crt",
+                &format_args!("{} bytes", self.issuer_crt.len()),
+            )
             .field("issuer_key", &"<redacted>")
             .finish()
     }
@@ -275,7 +278,10 @@ impl Authority {
         root.distinguished_name
             .push(DnType::OrganizationName, params.trust_domain.as_str());
         root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        root.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyCertSign];
+        root.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyCertSign,
+        ];
         root.not_before = not_before;
         root.not_after = now + params.root_ttl;
         root.serial_number = Some(random_serial()?);
@@ -314,17 +320,19 @@ impl Authority {
     /// Loads and checks CA material. See the module docs for the checks and their order.
     pub fn load(files: &CaFiles, now: OffsetDateTime) -> Result<Self, Error> {
         let anchors = TrustBundle::from_pem(&files.ca_crt)?;
-        let mut chain = pem_bundle::parse_certificates("issuer chain (issuer.crt)", &files.issuer_crt)?;
+        let mut chain =
+            pem_bundle::parse_certificates("issuer chain (issuer.crt)", &files.issuer_crt)?;
         let key = PrivateKey::from_pem(&files.issuer_key)?;
 
         // A trailing self-signed certificate is the root; Dapr drops it, so do we.
         if chain.len() > 1 {
             let last = chain.last().expect("len > 1");
-            let (_, c) = X509Certificate::from_der(last).map_err(|e| Error::CertificateMalformed {
-                what: "issuer chain (issuer.crt)",
-                index: chain.len(),
-                reason: e.to_string(),
-            })?;
+            let (_, c) =
+                X509Certificate::from_der(last).map_err(|e| Error::CertificateMalformed {
+                    what: "issuer chain (issuer.crt)",
+                    index: chain.len(),
+                    reason: e.to_string(),
+                })?;
             if c.subject().as_raw() == c.issuer().as_raw() && c.verify_signature(None).is_ok() {
                 chain.pop();
             }
@@ -585,7 +593,9 @@ impl CertSummary {
                     .and_then(|p| p.as_oid().ok());
                 match curve {
                     Some(o) if o == x509_parser::oid_registry::OID_EC_P256 => "ecdsa-p256".into(),
-                    Some(o) if o == x509_parser::oid_registry::OID_NIST_EC_P384 => "ecdsa-p384".into(),
+                    Some(o) if o == x509_parser::oid_registry::OID_NIST_EC_P384 => {
+                        "ecdsa-p384".into()
+                    }
                     Some(o) => format!("ecdsa-{}", o.to_id_string()),
                     None => "ecdsa".into(),
                 }
@@ -652,7 +662,8 @@ pub(crate) mod tests {
             None => p.self_signed(key).unwrap(),
             Some((sp, sk)) => {
                 p.use_authority_key_identifier_extension = true;
-                p.signed_by(key, &rcgen::Issuer::from_params(sp, sk)).unwrap()
+                p.signed_by(key, &rcgen::Issuer::from_params(sp, sk))
+                    .unwrap()
             }
         };
         (p, cert.der().to_vec())
@@ -690,12 +701,28 @@ pub(crate) mod tests {
             &root_key,
             None,
         );
-        Pki { root_p, root_key, root }
+        Pki {
+            root_p,
+            root_key,
+            root,
+        }
     }
 
-    fn issuer_under(pki: &Pki, is_ca: IsCa, usages: Vec<KeyUsagePurpose>, validity: (OffsetDateTime, OffsetDateTime)) -> (PrivateKey, Vec<u8>) {
+    fn issuer_under(
+        pki: &Pki,
+        is_ca: IsCa,
+        usages: Vec<KeyUsagePurpose>,
+        validity: (OffsetDateTime, OffsetDateTime),
+    ) -> (PrivateKey, Vec<u8>) {
         let key = PrivateKey::generate(KeyType::Ed25519).unwrap();
-        let (_, der) = make_cert("issuer", is_ca, usages, validity, &key, Some((&pki.root_p, &pki.root_key)));
+        let (_, der) = make_cert(
+            "issuer",
+            is_ca,
+            usages,
+            validity,
+            &key,
+            Some((&pki.root_p, &pki.root_key)),
+        );
         (key, der)
     }
 
@@ -713,7 +740,9 @@ pub(crate) mod tests {
         let days = (issuer.not_after - issuer.not_before).whole_days();
         assert_eq!(days, 365, "365 days plus the 15 min backdating");
         assert!(issuer.not_before < now() - Duration::minutes(14));
-        assert!(String::from_utf8(files.issuer_key.to_vec()).unwrap().contains("BEGIN PRIVATE KEY"));
+        assert!(String::from_utf8(files.issuer_key.to_vec())
+            .unwrap()
+            .contains("BEGIN PRIVATE KEY"));
         assert!(auth.expiry_warnings(now()).is_empty());
         assert!(format!("{auth:?}").contains("<redacted>"));
         assert!(format!("{files:?}").contains("<redacted>"));
@@ -745,7 +774,10 @@ pub(crate) mod tests {
         let (mut f, _) = generated();
         let (other, _) = generated();
         f.issuer_key = other.issuer_key.clone();
-        assert!(matches!(Authority::load(&f, now()), Err(Error::KeyMismatch { .. })));
+        assert!(matches!(
+            Authority::load(&f, now()),
+            Err(Error::KeyMismatch { .. })
+        ));
     }
 
     #[test]
@@ -761,9 +793,15 @@ pub(crate) mod tests {
     fn expired_and_future_material_is_refused() {
         let (f, _) = generated();
         let later = now() + Duration::days(400);
-        assert!(matches!(Authority::load(&f, later), Err(Error::Expired { what: "issuer", .. })));
+        assert!(matches!(
+            Authority::load(&f, later),
+            Err(Error::Expired { what: "issuer", .. })
+        ));
         let earlier = now() - Duration::days(1);
-        assert!(matches!(Authority::load(&f, earlier), Err(Error::NotYetValid { .. })));
+        assert!(matches!(
+            Authority::load(&f, earlier),
+            Err(Error::NotYetValid { .. })
+        ));
     }
 
     #[test]
@@ -772,28 +810,73 @@ pub(crate) mod tests {
         let at = now() + Duration::days(350);
         let a = Authority::load(&f, at).unwrap();
         let w = a.expiry_warnings(at);
-        assert!(w.iter().any(|w| w.role == "issuer" && w.days_left <= 15), "{w:?}");
+        assert!(
+            w.iter().any(|w| w.role == "issuer" && w.days_left <= 15),
+            "{w:?}"
+        );
         assert!(w.iter().any(|w| w.role == "root"), "{w:?}");
     }
 
     #[test]
     fn issuer_that_is_not_a_ca_is_refused() {
         let pki = root();
-        let (key, der) = issuer_under(&pki, IsCa::ExplicitNoCa, vec![KeyUsagePurpose::DigitalSignature], year());
+        let (key, der) = issuer_under(
+            &pki,
+            IsCa::ExplicitNoCa,
+            vec![KeyUsagePurpose::DigitalSignature],
+            year(),
+        );
         let e = Authority::load(&files(&[&pki.root], &[&der], &key), now()).unwrap_err();
-        assert!(matches!(e, Error::NotACa { reason: "basicConstraints says CA:FALSE", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::NotACa {
+                    reason: "basicConstraints says CA:FALSE",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let (key, der) = issuer_under(&pki, IsCa::NoCa, vec![], year());
         let e = Authority::load(&files(&[&pki.root], &[&der], &key), now()).unwrap_err();
-        assert!(matches!(e, Error::NotACa { reason: "it has no basicConstraints extension", .. }), "{e}");
-        let (key, der) = issuer_under(&pki, IsCa::Ca(BasicConstraints::Unconstrained), vec![KeyUsagePurpose::DigitalSignature], year());
+        assert!(
+            matches!(
+                e,
+                Error::NotACa {
+                    reason: "it has no basicConstraints extension",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let (key, der) = issuer_under(
+            &pki,
+            IsCa::Ca(BasicConstraints::Unconstrained),
+            vec![KeyUsagePurpose::DigitalSignature],
+            year(),
+        );
         let e = Authority::load(&files(&[&pki.root], &[&der], &key), now()).unwrap_err();
-        assert!(matches!(e, Error::NotACa { reason: "its keyUsage lacks keyCertSign", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::NotACa {
+                    reason: "its keyUsage lacks keyCertSign",
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     #[test]
     fn non_root_anchor_is_refused() {
         let pki = root();
-        let (key, der) = issuer_under(&pki, IsCa::Ca(BasicConstraints::Unconstrained), ca_usages(), year());
+        let (key, der) = issuer_under(
+            &pki,
+            IsCa::Ca(BasicConstraints::Unconstrained),
+            ca_usages(),
+            year(),
+        );
         let e = Authority::load(&files(&[&der], &[&der], &key), now()).unwrap_err();
         assert!(matches!(e, Error::AnchorNotSelfSigned { .. }), "{e}");
     }
@@ -803,22 +886,54 @@ pub(crate) mod tests {
         let pki = root();
         // Intermediate constrained to 0, with an issuer under it: path length exceeded.
         let ik = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
-        let (ip, ider) = make_cert("inter", IsCa::Ca(BasicConstraints::Constrained(0)), ca_usages(), year(), &ik, Some((&pki.root_p, &pki.root_key)));
+        let (ip, ider) = make_cert(
+            "inter",
+            IsCa::Ca(BasicConstraints::Constrained(0)),
+            ca_usages(),
+            year(),
+            &ik,
+            Some((&pki.root_p, &pki.root_key)),
+        );
         let lk = PrivateKey::generate(KeyType::Ed25519).unwrap();
-        let (_, lder) = make_cert("issuer", IsCa::Ca(BasicConstraints::Constrained(0)), ca_usages(), year(), &lk, Some((&ip, &ik)));
+        let (_, lder) = make_cert(
+            "issuer",
+            IsCa::Ca(BasicConstraints::Constrained(0)),
+            ca_usages(),
+            year(),
+            &lk,
+            Some((&ip, &ik)),
+        );
         let e = Authority::load(&files(&[&pki.root], &[&lder, &ider], &lk), now()).unwrap_err();
         assert!(matches!(e, Error::PathLength { .. }), "{e}");
         // Loop: same certificate twice.
-        let e = Authority::load(&files(&[&pki.root], &[&lder, &ider, &ider], &lk), now()).unwrap_err();
+        let e =
+            Authority::load(&files(&[&pki.root], &[&lder, &ider, &ider], &lk), now()).unwrap_err();
         assert!(matches!(e, Error::ChainShape(_)), "{e}");
         // Broken link: the intermediate is missing between issuer and an unrelated CA.
         let other = root();
-        let e = Authority::load(&files(&[&pki.root], &[&lder, &other.root[..], &pki.root], &lk), now());
+        let e = Authority::load(
+            &files(&[&pki.root], &[&lder, &other.root[..], &pki.root], &lk),
+            now(),
+        );
         // other.root is self-signed but not last, so the chain link issuer->other breaks.
         assert!(matches!(e, Err(Error::ChainBroken { .. })), "{e:?}");
         // A working two-level chain loads when the intermediate allows it.
-        let (ip2, ider2) = make_cert("inter2", IsCa::Ca(BasicConstraints::Constrained(1)), ca_usages(), year(), &ik, Some((&pki.root_p, &pki.root_key)));
-        let (_, lder2) = make_cert("issuer2", IsCa::Ca(BasicConstraints::Constrained(0)), ca_usages(), year(), &lk, Some((&ip2, &ik)));
+        let (ip2, ider2) = make_cert(
+            "inter2",
+            IsCa::Ca(BasicConstraints::Constrained(1)),
+            ca_usages(),
+            year(),
+            &ik,
+            Some((&pki.root_p, &pki.root_key)),
+        );
+        let (_, lder2) = make_cert(
+            "issuer2",
+            IsCa::Ca(BasicConstraints::Constrained(0)),
+            ca_usages(),
+            year(),
+            &lk,
+            Some((&ip2, &ik)),
+        );
         let a = Authority::load(&files(&[&pki.root], &[&lder2, &ider2], &lk), now()).unwrap();
         assert_eq!(a.chain_der().len(), 2);
     }

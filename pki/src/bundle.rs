@@ -27,11 +27,12 @@ impl TrustBundle {
 
     /// Adds a root; a root already present is not added twice. Returns whether it was new.
     pub fn add(&mut self, der: Vec<u8>) -> Result<bool, Error> {
-        let (_, cert) = X509Certificate::from_der(&der).map_err(|e| Error::CertificateMalformed {
-            what: "trust anchor",
-            index: self.roots.len() + 1,
-            reason: e.to_string(),
-        })?;
+        let (_, cert) =
+            X509Certificate::from_der(&der).map_err(|e| Error::CertificateMalformed {
+                what: "trust anchor",
+                index: self.roots.len() + 1,
+                reason: e.to_string(),
+            })?;
         self_signed_check(&cert)?;
         if self.roots.contains(&der) {
             return Ok(false);
@@ -65,7 +66,11 @@ impl TrustBundle {
     pub fn subjects(&self) -> Vec<String> {
         self.roots
             .iter()
-            .filter_map(|d| X509Certificate::from_der(d).ok().map(|(_, c)| subject_of(&c)))
+            .filter_map(|d| {
+                X509Certificate::from_der(d)
+                    .ok()
+                    .map(|(_, c)| subject_of(&c))
+            })
             .collect()
     }
 

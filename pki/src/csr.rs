@@ -275,7 +275,11 @@ pub(crate) mod tests {
             CsrKeyType::Ed25519 => KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap(),
             CsrKeyType::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap(),
             CsrKeyType::EcdsaP384 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap(),
-            CsrKeyType::Rsa { bits } => KeyPair::from_pkcs8_der_and_sign_algo(&rustls_pki_types::PrivatePkcs8KeyDer::from(rsa_pkcs8(bits)), &rcgen::PKCS_RSA_SHA256).unwrap(),
+            CsrKeyType::Rsa { bits } => KeyPair::from_pkcs8_der_and_sign_algo(
+                &rustls_pki_types::PrivatePkcs8KeyDer::from(rsa_pkcs8(bits)),
+                &rcgen::PKCS_RSA_SHA256,
+            )
+            .unwrap(),
         }
     }
 
@@ -302,7 +306,10 @@ pub(crate) mod tests {
             assert_eq!(ValidatedCsr::parse(&der).unwrap(), csr);
             // The legacy label Dapr tolerates.
             let legacy = pem::encode(&pem::Pem::new("CERTIFICATE", der));
-            assert_eq!(ValidatedCsr::parse(legacy.as_bytes()).unwrap().key_type(), kind);
+            assert_eq!(
+                ValidatedCsr::parse(legacy.as_bytes()).unwrap().key_type(),
+                kind
+            );
         }
     }
 
@@ -313,7 +320,10 @@ pub(crate) mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let keyf = dir.join("k.pem");
         let out = std::process::Command::new("openssl")
-            .args(["req", "-new", "-newkey", "rsa:1024", "-nodes", "-subj", "/", "-outform", "DER", "-keyout"])
+            .args([
+                "req", "-new", "-newkey", "rsa:1024", "-nodes", "-subj", "/", "-outform", "DER",
+                "-keyout",
+            ])
             .arg(&keyf)
             .output()
             .unwrap();
@@ -337,7 +347,10 @@ pub(crate) mod tests {
                 .unwrap();
             assert!(out.status.success(), "openssl failed for {curve}");
             assert!(
-                matches!(ValidatedCsr::parse(&out.stdout), Err(Error::UnsupportedKey(_))),
+                matches!(
+                    ValidatedCsr::parse(&out.stdout),
+                    Err(Error::UnsupportedKey(_))
+                ),
                 "{curve} accepted"
             );
         }
@@ -349,7 +362,10 @@ pub(crate) mod tests {
         let mut der = pem::parse(csr_pem(&key)).unwrap().into_contents();
         let last = der.len() - 3;
         der[last] ^= 0x55;
-        assert_eq!(ValidatedCsr::parse(&der).unwrap_err(), Error::CsrBadSignature);
+        assert_eq!(
+            ValidatedCsr::parse(&der).unwrap_err(),
+            Error::CsrBadSignature
+        );
     }
 
     #[test]
@@ -362,7 +378,10 @@ pub(crate) mod tests {
         let mut spliced = da.clone();
         let n = 64; // Ed25519 signature length, at the very end of the DER
         spliced[da.len() - n..].copy_from_slice(&db[db.len() - n..]);
-        assert_eq!(ValidatedCsr::parse(&spliced).unwrap_err(), Error::CsrBadSignature);
+        assert_eq!(
+            ValidatedCsr::parse(&spliced).unwrap_err(),
+            Error::CsrBadSignature
+        );
     }
 
     #[test]
@@ -372,19 +391,37 @@ pub(crate) mod tests {
             ValidatedCsr::parse(&vec![b'A'; MAX_CSR_BYTES + 1]),
             Err(Error::CsrTooLarge { .. })
         ));
-        assert!(matches!(ValidatedCsr::parse(b"garbage"), Err(Error::CsrEncoding(_))));
-        assert!(matches!(ValidatedCsr::parse(&[0x30, 0x03, 1, 2, 3]), Err(Error::CsrMalformed(_))));
+        assert!(matches!(
+            ValidatedCsr::parse(b"garbage"),
+            Err(Error::CsrEncoding(_))
+        ));
+        assert!(matches!(
+            ValidatedCsr::parse(&[0x30, 0x03, 1, 2, 3]),
+            Err(Error::CsrMalformed(_))
+        ));
         let key = key_for(CsrKeyType::Ed25519);
         let good = csr_pem(&key);
         let junk = format!("{good}trailing junk");
-        assert!(matches!(ValidatedCsr::parse(junk.as_bytes()), Err(Error::CsrEncoding(_))));
+        assert!(matches!(
+            ValidatedCsr::parse(junk.as_bytes()),
+            Err(Error::CsrEncoding(_))
+        ));
         let two = format!("{good}{good}");
-        assert!(matches!(ValidatedCsr::parse(two.as_bytes()), Err(Error::CsrEncoding(_))));
+        assert!(matches!(
+            ValidatedCsr::parse(two.as_bytes()),
+            Err(Error::CsrEncoding(_))
+        ));
         let wrong_label = good.replace("CERTIFICATE REQUEST", "PUBLIC KEY");
-        assert!(matches!(ValidatedCsr::parse(wrong_label.as_bytes()), Err(Error::CsrEncoding(_))));
+        assert!(matches!(
+            ValidatedCsr::parse(wrong_label.as_bytes()),
+            Err(Error::CsrEncoding(_))
+        ));
         let mut der = pem::parse(&good).unwrap().into_contents();
         der.push(0);
-        assert!(matches!(ValidatedCsr::parse(&der), Err(Error::CsrMalformed(_))));
+        assert!(matches!(
+            ValidatedCsr::parse(&der),
+            Err(Error::CsrMalformed(_))
+        ));
     }
 
     #[test]

@@ -46,7 +46,9 @@ impl IssuePolicy {
     /// Checks that the policy makes sense; called once at configuration time.
     pub fn validate(&self) -> Result<(), Error> {
         if self.ttl <= Duration::ZERO {
-            return Err(Error::InvalidTtl("workload certificate TTL must be positive".into()));
+            return Err(Error::InvalidTtl(
+                "workload certificate TTL must be positive".into(),
+            ));
         }
         if self.ttl > MAX_TTL {
             return Err(Error::InvalidTtl(format!(
@@ -93,7 +95,9 @@ fn valid_dns_name(name: &str) -> bool {
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -142,14 +146,12 @@ impl Authority {
         let not_after = (now + policy.ttl).min(self.valid_until);
 
         let mut sans = Vec::with_capacity(1 + extras.dns_names.len());
-        sans.push(SanType::URI(
-            id.to_string()
-                .try_into()
-                .map_err(|_| Error::InvalidSpiffeId {
-                    value: id.to_string(),
-                    reason: "not an IA5 string",
-                })?,
-        ));
+        sans.push(SanType::URI(id.to_string().try_into().map_err(|_| {
+            Error::InvalidSpiffeId {
+                value: id.to_string(),
+                reason: "not an IA5 string",
+            }
+        })?));
         for name in &extras.dns_names {
             if !valid_dns_name(name) {
                 return Err(Error::InvalidDnsName(name.clone()));
@@ -183,7 +185,10 @@ impl Authority {
         if let Some(json) = &extras.container_images_json {
             params
                 .custom_extensions
-                .push(CustomExtension::from_oid_content(CONTAINER_IMAGES_OID, der_utf8(json)));
+                .push(CustomExtension::from_oid_content(
+                    CONTAINER_IMAGES_OID,
+                    der_utf8(json),
+                ));
         }
         let cert = params
             .signed_by(csr, &self.issuer)
@@ -229,7 +234,15 @@ mod tests {
         let (_, auth) = generated();
         let (key, csr) = csr(CsrKeyType::EcdsaP256);
         let t = now();
-        let leaf = auth.issue(&csr, &id(), &LeafExtras::default(), &IssuePolicy::default(), t).unwrap();
+        let leaf = auth
+            .issue(
+                &csr,
+                &id(),
+                &LeafExtras::default(),
+                &IssuePolicy::default(),
+                t,
+            )
+            .unwrap();
         let (_, c) = X509Certificate::from_der(&leaf.leaf_der).unwrap();
         assert_eq!(c.subject().to_string(), "");
         assert!(!c.is_ca());
@@ -241,14 +254,29 @@ mod tests {
         assert!(eku.value.server_auth && eku.value.client_auth && !eku.value.any);
         let san = c.subject_alternative_name().unwrap().unwrap();
         assert!(san.critical, "SAN must be critical with an empty subject");
-        assert_eq!(san.value.general_names, vec![GeneralName::URI("spiffe://public/ns/default/orders")]);
-        assert!(c.get_extension_unique(&oid_registry::OID_X509_EXT_SUBJECT_KEY_IDENTIFIER).unwrap().is_some());
-        assert!(c.get_extension_unique(&oid_registry::OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER).unwrap().is_some());
+        assert_eq!(
+            san.value.general_names,
+            vec![GeneralName::URI("spiffe://public/ns/default/orders")]
+        );
+        assert!(c
+            .get_extension_unique(&oid_registry::OID_X509_EXT_SUBJECT_KEY_IDENTIFIER)
+            .unwrap()
+            .is_some());
+        assert!(c
+            .get_extension_unique(&oid_registry::OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER)
+            .unwrap()
+            .is_some());
         let serial = c.raw_serial();
         assert!(serial.len() <= 20 && serial[0] & 0x80 == 0 && serial[0] != 0);
-        assert_eq!(c.public_key().subject_public_key.data.as_ref(), key.der_bytes());
+        assert_eq!(
+            c.public_key().subject_public_key.data.as_ref(),
+            key.der_bytes()
+        );
         assert_eq!(leaf.not_after, t + Duration::hours(24));
-        assert_eq!(c.validity().not_before.timestamp(), (t - Duration::minutes(15)).unix_timestamp());
+        assert_eq!(
+            c.validity().not_before.timestamp(),
+            (t - Duration::minutes(15)).unix_timestamp()
+        );
         // Chain: leaf then issuer, no root; verifies link by link.
         let blocks = ::pem::parse_many(&leaf.chain_pem).unwrap();
         assert_eq!(blocks.len(), 2);
@@ -264,14 +292,22 @@ mod tests {
             dns_names: vec!["dapr-sidecar-injector.dapr-system.svc".into()],
             container_images_json: Some("[{\"image\":\"x\"}]".into()),
         };
-        let leaf = auth.issue(&csr, &id(), &extras, &IssuePolicy::default(), now()).unwrap();
+        let leaf = auth
+            .issue(&csr, &id(), &extras, &IssuePolicy::default(), now())
+            .unwrap();
         let (_, c) = X509Certificate::from_der(&leaf.leaf_der).unwrap();
         let san = c.subject_alternative_name().unwrap().unwrap();
         assert_eq!(san.value.general_names.len(), 2);
         let oid = x509_parser::oid_registry::Oid::from(CONTAINER_IMAGES_OID).unwrap();
         assert!(c.get_extension_unique(&oid).unwrap().is_some());
-        let bad = LeafExtras { dns_names: vec!["bad name".into()], ..Default::default() };
-        assert!(matches!(auth.issue(&csr, &id(), &bad, &IssuePolicy::default(), now()), Err(Error::InvalidDnsName(_))));
+        let bad = LeafExtras {
+            dns_names: vec!["bad name".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            auth.issue(&csr, &id(), &bad, &IssuePolicy::default(), now()),
+            Err(Error::InvalidDnsName(_))
+        ));
     }
 
     #[test]
@@ -279,22 +315,54 @@ mod tests {
         let (_, auth) = generated();
         let (_, csr) = csr(CsrKeyType::Ed25519);
         let near_end = auth.valid_until() - Duration::hours(1);
-        let leaf = auth.issue(&csr, &id(), &LeafExtras::default(), &IssuePolicy::default(), near_end).unwrap();
+        let leaf = auth
+            .issue(
+                &csr,
+                &id(),
+                &LeafExtras::default(),
+                &IssuePolicy::default(),
+                near_end,
+            )
+            .unwrap();
         assert_eq!(leaf.not_after, auth.valid_until());
         let after = auth.valid_until() + Duration::seconds(1);
-        assert!(matches!(auth.issue(&csr, &id(), &LeafExtras::default(), &IssuePolicy::default(), after), Err(Error::IssuerNotValidNow(_))));
+        assert!(matches!(
+            auth.issue(
+                &csr,
+                &id(),
+                &LeafExtras::default(),
+                &IssuePolicy::default(),
+                after
+            ),
+            Err(Error::IssuerNotValidNow(_))
+        ));
         let before = auth.valid_from() - Duration::seconds(1);
-        assert!(matches!(auth.issue(&csr, &id(), &LeafExtras::default(), &IssuePolicy::default(), before), Err(Error::IssuerNotValidNow(_))));
+        assert!(matches!(
+            auth.issue(
+                &csr,
+                &id(),
+                &LeafExtras::default(),
+                &IssuePolicy::default(),
+                before
+            ),
+            Err(Error::IssuerNotValidNow(_))
+        ));
     }
 
     #[test]
     fn policy_is_validated() {
         let bad = [Duration::ZERO, Duration::days(400)];
         for ttl in bad {
-            let p = IssuePolicy { ttl, ..Default::default() };
+            let p = IssuePolicy {
+                ttl,
+                ..Default::default()
+            };
             assert!(matches!(p.validate(), Err(Error::InvalidTtl(_))));
         }
-        let p = IssuePolicy { clock_skew: Duration::minutes(-1), ..Default::default() };
+        let p = IssuePolicy {
+            clock_skew: Duration::minutes(-1),
+            ..Default::default()
+        };
         assert!(p.validate().is_err());
     }
 
@@ -304,7 +372,15 @@ mod tests {
         let (_, csr) = csr(CsrKeyType::Ed25519);
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
-            let leaf = auth.issue(&csr, &id(), &LeafExtras::default(), &IssuePolicy::default(), now()).unwrap();
+            let leaf = auth
+                .issue(
+                    &csr,
+                    &id(),
+                    &LeafExtras::default(),
+                    &IssuePolicy::default(),
+                    now(),
+                )
+                .unwrap();
             assert!(seen.insert(leaf.serial_hex));
         }
     }

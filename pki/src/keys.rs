@@ -207,17 +207,28 @@ mod tests {
 
     #[test]
     fn rsa_generation_is_refused() {
-        assert!(matches!(PrivateKey::generate(KeyType::Rsa), Err(Error::PrivateKey(_))));
+        assert!(matches!(
+            PrivateKey::generate(KeyType::Rsa),
+            Err(Error::PrivateKey(_))
+        ));
     }
 
     #[test]
     fn garbage_and_encrypted_keys_are_refused_with_reasons() {
         let e = PrivateKey::from_pem(b"hello").unwrap_err().to_string();
-        assert!(e.contains("no PRIVATE KEY block") || e.contains("not valid PEM"), "{e}");
+        assert!(
+            e.contains("no PRIVATE KEY block") || e.contains("not valid PEM"),
+            "{e}"
+        );
         let enc = pem::encode(&pem::Pem::new("ENCRYPTED PRIVATE KEY", vec![1, 2, 3]));
-        let e = PrivateKey::from_pem(enc.as_bytes()).unwrap_err().to_string();
+        let e = PrivateKey::from_pem(enc.as_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("encrypted"), "{e}");
-        let bad = pem::encode(&pem::Pem::new("PRIVATE KEY", vec![0x30, 0x03, 0x02, 0x01, 0x00]));
+        let bad = pem::encode(&pem::Pem::new(
+            "PRIVATE KEY",
+            vec![0x30, 0x03, 0x02, 0x01, 0x00],
+        ));
         assert!(PrivateKey::from_pem(bad.as_bytes()).is_err());
         let truncated = {
             let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
@@ -231,12 +242,16 @@ mod tests {
     #[test]
     fn reads_legacy_sec1_and_pkcs1_keys() {
         use crate::csr::tests::openssl_pem;
-        for (curve, kt) in [("prime256v1", KeyType::EcdsaP256), ("secp384r1", KeyType::EcdsaP384)] {
+        for (curve, kt) in [
+            ("prime256v1", KeyType::EcdsaP256),
+            ("secp384r1", KeyType::EcdsaP384),
+        ] {
             let pem = openssl_pem(&format!("openssl ecparam -name {curve} -genkey"));
             assert!(String::from_utf8_lossy(&pem).contains("BEGIN EC PRIVATE KEY"));
             assert_eq!(PrivateKey::from_pem(&pem).unwrap().key_type(), kt);
         }
-        let pem = openssl_pem("openssl genrsa 2048 2>/dev/null | openssl rsa -traditional 2>/dev/null");
+        let pem =
+            openssl_pem("openssl genrsa 2048 2>/dev/null | openssl rsa -traditional 2>/dev/null");
         assert!(String::from_utf8_lossy(&pem).contains("BEGIN RSA PRIVATE KEY"));
         assert_eq!(PrivateKey::from_pem(&pem).unwrap().key_type(), KeyType::Rsa);
         let pem = openssl_pem("openssl ecparam -name secp521r1 -genkey -noout");

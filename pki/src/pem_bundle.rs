@@ -80,10 +80,18 @@ mod tests {
 
     #[test]
     fn refuses_empty_foreign_and_broken_blocks() {
-        assert!(matches!(parse_certificates("x", b""), Err(Error::Pem { .. })));
-        assert!(matches!(parse_certificates("x", b"not pem"), Err(Error::Pem { .. })));
+        assert!(matches!(
+            parse_certificates("x", b""),
+            Err(Error::Pem { .. })
+        ));
+        assert!(matches!(
+            parse_certificates("x", b"not pem"),
+            Err(Error::Pem { .. })
+        ));
         let key = pem::encode(&pem::Pem::new("PRIVATE KEY", vec![1, 2, 3]));
-        let e = parse_certificates("x", key.as_bytes()).unwrap_err().to_string();
+        let e = parse_certificates("x", key.as_bytes())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("only CERTIFICATE blocks"), "{e}");
         let junk = pem::encode(&pem::Pem::new("CERTIFICATE", vec![0x30, 0x00]));
         assert!(matches!(

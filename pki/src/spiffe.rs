@@ -61,10 +61,9 @@ impl TrustDomain {
         if value.len() > MAX_TRUST_DOMAIN_LEN {
             return Err(err("trust domain must be at most 255 characters"));
         }
-        if !value
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_'))
-        {
+        if !value.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        }) {
             return Err(err(
                 "trust domain may only contain lower-case letters, digits, '.', '-' and '_'",
             ));
@@ -153,9 +152,8 @@ impl AppId {
         if value.chars().count() > MAX_APP_ID_LEN {
             return Err(err("app ID must be 64 characters or less"));
         }
-        check_segment(value).map_err(|_| {
-            err("app ID may only contain letters, digits, '-' and '_'")
-        })?;
+        check_segment(value)
+            .map_err(|_| err("app ID may only contain letters, digits, '-' and '_'"))?;
         Ok(Self(value.to_owned()))
     }
 
@@ -219,8 +217,9 @@ impl SpiffeId {
         if td.contains([':', '@']) {
             return Err(err("trust domain must not carry a port or user info"));
         }
-        let trust_domain = TrustDomain::new(td)
-            .map_err(|_| err("trust domain may only contain lower-case letters, digits, '.', '-' and '_'"))?;
+        let trust_domain = TrustDomain::new(td).map_err(|_| {
+            err("trust domain may only contain lower-case letters, digits, '.', '-' and '_'")
+        })?;
         if value.contains(['?', '#']) {
             return Err(err("query and fragment are not allowed"));
         }
@@ -306,7 +305,10 @@ mod tests {
             assert!(TrustDomain::new(bad).is_err(), "{bad:?} accepted");
         }
         assert!(TrustDomain::new("cluster.local").is_ok());
-        assert_eq!(TrustDomain::new("public").unwrap().id_string(), "spiffe://public");
+        assert_eq!(
+            TrustDomain::new("public").unwrap().id_string(),
+            "spiffe://public"
+        );
     }
 
     #[test]
@@ -347,7 +349,8 @@ mod tests {
     }
 
     fn segment() -> impl Strategy<Value = String> {
-        "[A-Za-z0-9_-][A-Za-z0-9._-]{0,20}".prop_filter("not dot segments", |s| s != "." && s != "..")
+        "[A-Za-z0-9_-][A-Za-z0-9._-]{0,20}"
+            .prop_filter("not dot segments", |s| s != "." && s != "..")
     }
 
     proptest! {

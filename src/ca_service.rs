@@ -1,0 +1,236 @@
+//! The gRPC service `dapr.proto.sentry.v1.CA`: request -> validator -> CSR checks -> issue ->
+//! response, in Dapr's order and with Dapr's status codes (see [`crate::Error::code`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sigil_pki::issue::LeafExtras;
+use sigil_pki::{Clock, IssuePolicy, IssuedCertificate, Namespace, SpiffeId, ValidatedCsr};
+use sigil_proto::sentry::ca_server::Ca;
+use sigil_proto::{SignCertificateRequest, SignCertificateResponse};
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status};
+
+use crate::observe::{Metrics, ReasonLabel, RequestLabels};
+use crate::rotation::CaState;
+use crate::validator::{Claims, Identity, Validators};
+use crate::Error;
+
+/// Everything a signing request needs.
+pub struct CaService {
+    /// The CA in force.
+    pub state: Arc<CaState>,
+    /// Enabled validators.
+    pub validators: Validators,
+    /// Leaf lifetime policy.
+    pub policy: IssuePolicy,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Time source.
+    pub clock: Arc<dyn Clock>,
+    /// Control-plane namespace (for the control-plane DNS names).
+    pub control_plane_namespace: Namespace,
+    /// Cluster DNS domain.
+    pub cluster_domain: String,
+    /// Bounds the requests processed at once.
+    pub limiter: Arc<Semaphore>,
+    /// How long a request may wait for a slot.
+    pub queue_timeout: Duration,
+}
+
+/// DNS SANs Dapr gives its own control-plane services, when they ask from the control-plane
+/// namespace.
+pub fn control_plane_dns_names(
+    identity: &Identity,
+    control_plane_ns: &Namespace,
+    cluster_domain: &str,
+) -> Vec<String> {
+    if &identity.namespace != control_plane_ns {
+        return Vec::new();
+    }
+    let ns = control_plane_ns.as_str();
+    match identity.app_id.as_str() {
+        "dapr-injector" => vec![format!("dapr-sidecar-injector.{ns}.svc")],
+        "dapr-operator" => vec![format!("dapr-webhook.{ns}.svc")],
+        "dapr-scheduler" => (0..3)
+            .map(|i| {
+                format!("dapr-scheduler-server-{i}.dapr-scheduler-server.{ns}.svc.{cluster_domain}")
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn shorten(s: &str) -> String {
+    s.chars().take(96).collect()
+}
+
+impl CaService {
+    async fn sign(
+        &self,
+        req: &SignCertificateRequest,
+        validator_name: &mut &'static str,
+    ) -> Result<(Identity, IssuedCertificate, Arc<sigil_pki::Authority>), Error> {
+        let validator = self.validators.select(req.token_validator)?;
+        *validator_name = validator.kind().name();
+        let claims = Claims {
+            id: req.id.clone(),
+            token: req.token.clone(),
+            trust_domain: req.trust_domain.clone(),
+            namespace: req.namespace.clone(),
+            csr_present: !req.certificate_signing_request.is_empty(),
+        };
+        let identity = validator.validate(&claims).await?;
+        let csr = ValidatedCsr::parse(&req.certificate_signing_request).map_err(Error::Csr)?;
+        let id = SpiffeId::workload(
+            &identity.trust_domain,
+            &identity.namespace,
+            &identity.app_id,
+        );
+        let extras = LeafExtras {
+            dns_names: control_plane_dns_names(
+                &identity,
+                &self.control_plane_namespace,
+                &self.cluster_domain,
+            ),
+            container_images_json: identity.container_images_json.clone(),
+        };
+        let authority = self.state.current();
+        let issued = authority
+            .issue(&csr, &id, &extras, &self.policy, self.clock.now())
+            .map_err(Error::Signing)?;
+        Ok((identity, issued, authority))
+    }
+}
+
+#[tonic::async_trait]
+impl Ca for CaService {
+    async fn sign_certificate(
+        &self,
+        request: Request<SignCertificateRequest>,
+    ) -> Result<Response<SignCertificateResponse>, Status> {
+        let started = Instant::now();
+        self.metrics.sign_received.inc();
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let req = request.into_inner();
+        let mut validator_name = "none";
+
+        let result = match tokio::time::timeout(self.queue_timeout, self.limiter.acquire()).await {
+            Ok(Ok(_permit)) => self.sign(&req, &mut validator_name).await,
+            _ => Err(Error::NotReady(
+                "too many signing requests in flight; retry".into(),
+            )),
+        };
+
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(e) => e.code(),
+        };
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                validator: validator_name.into(),
+                code: format!("{code:?}"),
+            })
+            .inc();
+
+        match result {
+            Ok((identity, issued, authority)) => {
+                self.metrics.sign_success.inc();
+                self.metrics
+                    .sign_duration
+                    .observe(started.elapsed().as_secs_f64());
+                tracing::info!(
+                    target: "sigil::audit",
+                    event = "issued",
+                    validator = validator_name,
+                    trust_domain = %identity.trust_domain,
+                    namespace = %identity.namespace,
+                    app_id = %identity.app_id,
+                    authenticated_as = %identity.authenticated_as,
+                    serial = %issued.serial_hex,
+                    not_after = %issued.not_after,
+                    peer = %peer,
+                    "certificate issued"
+                );
+                let valid_until = prost_types::Timestamp {
+                    seconds: issued.not_after.unix_timestamp(),
+                    nanos: 0,
+                };
+                Ok(Response::new(SignCertificateResponse {
+                    workload_certificate: issued.chain_pem.into_bytes(),
+                    trust_chain_certificates: vec![authority.trust_bundle().to_pem().into_bytes()],
+                    valid_until: Some(valid_until),
+                    jwt: None,
+                    per_audience_jwts: Default::default(),
+                }))
+            }
+            Err(e) => {
+                self.metrics
+                    .sign_failure
+                    .get_or_create(&ReasonLabel {
+                        reason: e.reason().into(),
+                    })
+                    .inc();
+                tracing::warn!(
+                    target: "sigil::audit",
+                    event = "refused",
+                    validator = validator_name,
+                    trust_domain = %shorten(&req.trust_domain),
+                    namespace = %shorten(&req.namespace),
+                    app_id = %shorten(&req.id),
+                    code = ?e.code(),
+                    reason = %e,
+                    peer = %peer,
+                    "certificate refused"
+                );
+                Err(e.into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ident(ns: &str, app: &str) -> Identity {
+        Identity {
+            trust_domain: "public".parse().unwrap(),
+            namespace: ns.parse().unwrap(),
+            app_id: app.parse().unwrap(),
+            authenticated_as: String::new(),
+            container_images_json: None,
+        }
+    }
+
+    #[test]
+    fn control_plane_names_only_in_control_plane_namespace() {
+        let cp: Namespace = "dapr-system".parse().unwrap();
+        assert_eq!(
+            control_plane_dns_names(&ident("dapr-system", "dapr-injector"), &cp, "cluster.local"),
+            vec!["dapr-sidecar-injector.dapr-system.svc"]
+        );
+        assert_eq!(
+            control_plane_dns_names(&ident("dapr-system", "dapr-operator"), &cp, "cluster.local"),
+            vec!["dapr-webhook.dapr-system.svc"]
+        );
+        let sched = control_plane_dns_names(&ident("dapr-system", "dapr-scheduler"), &cp, "c.l");
+        assert_eq!(sched.len(), 3);
+        assert_eq!(
+            sched[2],
+            "dapr-scheduler-server-2.dapr-scheduler-server.dapr-system.svc.c.l"
+        );
+        assert!(
+            control_plane_dns_names(&ident("default", "dapr-injector"), &cp, "cluster.local")
+                .is_empty()
+        );
+        assert!(
+            control_plane_dns_names(&ident("dapr-system", "orders"), &cp, "cluster.local")
+                .is_empty()
+        );
+    }
+}

@@ -1,0 +1,33 @@
+//! # Sigil — a SPIFFE certificate authority for Kubernetes, wire-compatible with Dapr Sentry
+//!
+//! This crate is the service around the pure PKI core ([`sigil_pki`]):
+//!
+//! - [`config`]: one typed configuration from flags (Dapr Sentry's names), environment and
+//!   the Dapr `Configuration`, validated once at start.
+//! - [`validator`]: who is calling, proven: insecure (development), Kubernetes
+//!   (TokenReview + pod), JWKS. A seam ([`validator::TokenValidator`]).
+//! - [`store`]: where CA material lives: files or the `dapr-trust-bundle` Secret. A seam
+//!   ([`store::CredentialStore`]).
+//! - [`rotation`]: the CA in force, swapped atomically when the store changes; bad material
+//!   never replaces good.
+//! - [`serving_cert`]: the server's own `dapr-sentry` certificate, renewed in process.
+//! - [`ca_service`]: the gRPC `SignCertificate` handler, in Dapr's order with Dapr's codes.
+//! - [`observe`]: metrics, health, audit log.
+//! - [`server`]: wiring and graceful shutdown.
+//!
+//! Errors are one enum ([`Error`]); its [`Error::code`] is the single place where failures
+//! become gRPC status codes.
+#![forbid(unsafe_code)]
+
+pub mod ca_service;
+pub mod cli;
+pub mod config;
+mod error;
+pub mod observe;
+pub mod rotation;
+pub mod server;
+pub mod serving_cert;
+pub mod store;
+pub mod validator;
+
+pub use error::Error;

@@ -1,0 +1,339 @@
+//! Metrics (Prometheus text on the metrics port, at `/` and `/metrics`), the HTTP health
+//! endpoint (`/healthz` on the healthz port), and the audit log.
+//!
+//! Metric names: Dapr Sentry's (`dapr_sentry_*`) so existing dashboards keep working, plus
+//! Sigil's own (`sigil_*`): requests by validator and gRPC code, a signing-latency
+//! histogram, validation-cache hits, and seconds left on every CA certificate.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use sigil_pki::Authority;
+use std::sync::atomic::AtomicU64;
+use tokio::net::TcpListener;
+
+use crate::Error;
+
+/// Label set with a failure reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Stable reason label.
+    pub reason: String,
+}
+
+/// Label set for requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Validator name ("none" when selection failed).
+    pub validator: String,
+    /// gRPC code name.
+    pub code: String,
+}
+
+/// Label set for CA certificate expiry.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertLabels {
+    /// root, issuer or intermediate.
+    pub role: String,
+    /// Subject DN.
+    pub subject: String,
+}
+
+/// Every metric the server records.
+pub struct Metrics {
+    registry: Registry,
+    /// dapr_sentry_cert_sign_request_received_total
+    pub sign_received: Counter,
+    /// dapr_sentry_cert_sign_success_total
+    pub sign_success: Counter,
+    /// dapr_sentry_cert_sign_failure_total{reason}
+    pub sign_failure: Family<ReasonLabel, Counter>,
+    /// dapr_sentry_servercert_issue_failed_total{reason}
+    pub servercert_failed: Family<ReasonLabel, Counter>,
+    /// dapr_sentry_issuercert_changed_total
+    pub issuer_changed: Counter,
+    /// dapr_sentry_issuercert_expiry_timestamp (Unix seconds)
+    pub issuer_expiry: Gauge<f64, AtomicU64>,
+    /// sigil_requests_total{validator,code}
+    pub requests: Family<RequestLabels, Counter>,
+    /// sigil_sign_duration_seconds
+    pub sign_duration: Histogram,
+    /// sigil_validation_cache_hits_total
+    pub cache_hits: Counter,
+    /// sigil_validation_cache_misses_total
+    pub cache_misses: Counter,
+    /// sigil_ca_reload_failures_total
+    pub reload_failures: Counter,
+    /// sigil_ca_certificate_expiry_seconds{role,subject}: seconds left (negative when expired)
+    pub cert_expiry: Family<CertLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let sign_received = Counter::default();
+        let sign_success = Counter::default();
+        let sign_failure = Family::<ReasonLabel, Counter>::default();
+        let servercert_failed = Family::<ReasonLabel, Counter>::default();
+        let issuer_changed = Counter::default();
+        let issuer_expiry = Gauge::<f64, AtomicU64>::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let sign_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        let cache_hits = Counter::default();
+        let cache_misses = Counter::default();
+        let reload_failures = Counter::default();
+        let cert_expiry = Family::<CertLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "dapr_sentry_cert_sign_request_received",
+            "Certificate signing requests received",
+            sign_received.clone(),
+        );
+        registry.register(
+            "dapr_sentry_cert_sign_success",
+            "Certificates issued",
+            sign_success.clone(),
+        );
+        registry.register(
+            "dapr_sentry_cert_sign_failure",
+            "Signing requests refused or failed, by reason",
+            sign_failure.clone(),
+        );
+        registry.register(
+            "dapr_sentry_servercert_issue_failed",
+            "Failures to issue Sentry's own serving certificate",
+            servercert_failed.clone(),
+        );
+        registry.register(
+            "dapr_sentry_issuercert_changed",
+            "Times new issuer credentials were loaded",
+            issuer_changed.clone(),
+        );
+        registry.register(
+            "dapr_sentry_issuercert_expiry_timestamp",
+            "Expiry of the issuer certificate, Unix seconds",
+            issuer_expiry.clone(),
+        );
+        registry.register(
+            "sigil_requests",
+            "Signing requests by validator and gRPC code",
+            requests.clone(),
+        );
+        registry.register(
+            "sigil_sign_duration_seconds",
+            "Time to answer a successful signing request (validation, CSR check, signing)",
+            sign_duration.clone(),
+        );
+        registry.register(
+            "sigil_validation_cache_hits",
+            "Kubernetes validations answered from the cache",
+            cache_hits.clone(),
+        );
+        registry.register(
+            "sigil_validation_cache_misses",
+            "Kubernetes validations that went to the API server",
+            cache_misses.clone(),
+        );
+        registry.register(
+            "sigil_ca_reload_failures",
+            "Changed CA material that failed its checks and was not loaded",
+            reload_failures.clone(),
+        );
+        registry.register(
+            "sigil_ca_certificate_expiry_seconds",
+            "Seconds until each CA certificate (issuer chain and every trust anchor) expires",
+            cert_expiry.clone(),
+        );
+        Self {
+            registry,
+            sign_received,
+            sign_success,
+            sign_failure,
+            servercert_failed,
+            issuer_changed,
+            issuer_expiry,
+            requests,
+            sign_duration,
+            cache_hits,
+            cache_misses,
+            reload_failures,
+            cert_expiry,
+        }
+    }
+
+    /// Refreshes the expiry gauges from the CA in force.
+    pub fn record_authority(&self, authority: &Authority, now: time::OffsetDateTime) {
+        self.cert_expiry.clear();
+        for (role, subject, not_after) in authority.expiries() {
+            if role == "issuer" {
+                self.issuer_expiry.set(not_after.unix_timestamp() as f64);
+            }
+            self.cert_expiry
+                .get_or_create(&CertLabels {
+                    role: role.into(),
+                    subject,
+                })
+                .set((not_after - now).as_seconds_f64());
+        }
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Readiness shared by the health endpoints.
+#[derive(Debug, Default, Clone)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Marks ready or not.
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::SeqCst);
+    }
+    /// Whether ready.
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve_http<F>(
+    listener: TcpListener,
+    handler: F,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) where
+    F: Fn(&str) -> (u16, &'static str, String) + Send + Sync + Clone + 'static,
+{
+    use hyper::body::Incoming;
+    use hyper::{Request, Response};
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
+            _ = shutdown.changed() => return,
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let (status, ctype, body) = if req.method() == hyper::Method::GET {
+                    handler(req.uri().path())
+                } else {
+                    (405, "text/plain", "method not allowed\n".into())
+                };
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        Response::builder()
+                            .status(status)
+                            .header("content-type", ctype)
+                            .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+                            .expect("static response parts are valid"),
+                    )
+                }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
+        });
+    }
+}
+
+/// Binds the health endpoint: `GET /healthz` answers 200 when ready, 503 before.
+pub async fn spawn_healthz(
+    addr: SocketAddr,
+    ready: Readiness,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<SocketAddr, Error> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Config(format!("cannot bind health server to {addr}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("healthz socket", e))?;
+    tokio::spawn(serve_http(
+        listener,
+        move |path: &str| match path {
+            "/healthz" | "/healthz/" if ready.get() => (200, "text/plain", "ok\n".into()),
+            "/healthz" | "/healthz/" => (503, "text/plain", "not ready\n".into()),
+            _ => (404, "text/plain", "not found\n".into()),
+        },
+        shutdown,
+    ));
+    Ok(local)
+}
+
+/// Binds the metrics endpoint (`/` and `/metrics`).
+pub async fn spawn_metrics(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<SocketAddr, Error> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Config(format!("cannot bind metrics server to {addr}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("metrics socket", e))?;
+    tokio::spawn(serve_http(
+        listener,
+        move |path: &str| match path {
+            "/" | "/metrics" => (
+                200,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                metrics.encode(),
+            ),
+            _ => (404, "text/plain", "not found\n".into()),
+        },
+        shutdown,
+    ));
+    Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dapr_metric_names_are_exposed() {
+        let m = Metrics::new();
+        m.sign_received.inc();
+        m.sign_failure
+            .get_or_create(&ReasonLabel {
+                reason: "denied".into(),
+            })
+            .inc();
+        let text = m.encode();
+        for name in [
+            "dapr_sentry_cert_sign_request_received_total 1",
+            "dapr_sentry_cert_sign_success_total 0",
+            "dapr_sentry_cert_sign_failure_total{reason=\"denied\"} 1",
+            "dapr_sentry_issuercert_changed_total",
+            "dapr_sentry_issuercert_expiry_timestamp",
+            "sigil_sign_duration_seconds_bucket",
+        ] {
+            assert!(text.contains(name), "{name} missing from\n{text}");
+        }
+    }
+}

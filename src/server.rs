@@ -1,0 +1,329 @@
+//! `sigil serve`: wires configuration, CA material, validators and listeners together, and
+//! drains gracefully on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sigil_pki::{Authority, CaParams, Clock};
+use sigil_proto::sentry::ca_server::CaServer;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::ca_service::CaService;
+use crate::config::{Config, Mode};
+use crate::observe::{self, Metrics, Readiness};
+use crate::rotation::{self, CaState};
+use crate::serving_cert::{self, ServingCert, ServingIdentity};
+use crate::store::file::FileStore;
+use crate::store::CredentialStore;
+use crate::validator::insecure::InsecureValidator;
+use crate::validator::Validators;
+use crate::Error;
+
+/// Largest request accepted (a CSR is bounded to 64 KiB by the PKI core).
+pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long in-flight requests get to finish after a shutdown signal.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A running server, for `main` and for tests.
+pub struct RunningServer {
+    /// gRPC (TLS) address actually bound.
+    pub grpc_addr: SocketAddr,
+    /// Health address actually bound.
+    pub healthz_addr: SocketAddr,
+    /// Metrics address actually bound.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The CA in force.
+    pub state: Arc<CaState>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The serving certificate.
+    pub serving: Arc<ServingCert>,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), Error>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets in-flight requests finish (bounded), and waits.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        let _ = self.shutdown.send(true);
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(Error::Store(format!("server task failed: {e}"))),
+        }
+    }
+
+    /// Waits until the server stops by itself (it only does on error).
+    pub async fn wait(&mut self) -> Result<(), Error> {
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(Error::Store(format!("server task failed: {e}"))),
+        }
+    }
+
+    /// Asks the server to stop.
+    pub fn trigger_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Loads the CA from the store, generating it first when the store is empty. Existing
+/// material is never replaced; if it is invalid, start fails with the reason.
+pub async fn load_or_generate(
+    store: &dyn CredentialStore,
+    config: &Config,
+    clock: &dyn Clock,
+) -> Result<(Authority, sigil_pki::CaFiles), Error> {
+    let files = match store.load().await? {
+        Some(files) => files,
+        None => {
+            let mut params = CaParams::new(config.trust_domain.clone(), config.namespace.clone());
+            params.key_type = config.ca_key_type;
+            params.clock_skew = config.policy.clock_skew;
+            let generated = Authority::generate(&params, clock.now())?;
+            let stored = store.store_if_absent(&generated).await?;
+            if rotation::fingerprint(&stored) == rotation::fingerprint(&generated) {
+                tracing::info!(store = %store.describe(), key_type = %config.ca_key_type, "generated a new root and issuer");
+            } else {
+                tracing::info!(store = %store.describe(), "another instance created the CA first; using its material");
+            }
+            stored
+        }
+    };
+    let authority = Authority::load(&files, clock.now()).map_err(|e| {
+        Error::Config(format!(
+            "CA material in {} is not usable: {e}",
+            store.describe()
+        ))
+    })?;
+    Ok((authority, files))
+}
+
+fn tls_config(serving: Arc<ServingCert>) -> Result<rustls::ServerConfig, Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?
+        .with_no_client_auth()
+        .with_cert_resolver(serving);
+    // gRPC clients (grpc-go in daprd among them) require ALPN h2.
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(cfg)
+}
+
+/// Starts every part of the server and returns once it is listening and ready.
+pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServer, Error> {
+    let (store, validators): (Arc<dyn CredentialStore>, Validators) = match config.mode {
+        Mode::Standalone => {
+            if !config.listen.ip().is_loopback() && !config.insecure_allow_remote {
+                return Err(Error::Config(format!(
+                    "standalone mode uses the insecure validator, which believes any caller; refusing to listen on {} (a non-loopback address) without --insecure-allow-remote",
+                    config.listen
+                )));
+            }
+            tracing::warn!(
+                "INSECURE VALIDATOR ENABLED: any caller can obtain a certificate for any identity. Use --mode kubernetes (or a JWKS validator) outside local development."
+            );
+            let store = FileStore::new(&config.credentials_dir, config.file_names.clone());
+            (
+                Arc::new(store),
+                Validators::new().with(Arc::new(InsecureValidator), true),
+            )
+        }
+        Mode::Kubernetes => {
+            return Err(Error::Config(
+                "kubernetes mode is not available in this build yet".into(),
+            ))
+        }
+    };
+
+    let metrics = Arc::new(Metrics::new());
+    let (authority, files) = load_or_generate(&*store, &config, &*clock).await?;
+    let now = clock.now();
+    for w in authority.expiry_warnings(now) {
+        tracing::warn!(%w, "CA certificate expires soon");
+    }
+    metrics.record_authority(&authority, now);
+    let state = Arc::new(CaState::new(authority, &files));
+    drop(files);
+
+    let identity = ServingIdentity::from_config(&config);
+    let issued = serving_cert::issue(&state.current(), &identity, &config.policy, clock.now())?;
+    let serving = Arc::new(ServingCert::new(issued));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let readiness = Readiness::default();
+    let healthz_addr =
+        observe::spawn_healthz(config.healthz, readiness.clone(), shutdown_rx.clone()).await?;
+    let metrics_addr = match config.metrics {
+        Some(addr) => {
+            Some(observe::spawn_metrics(addr, metrics.clone(), shutdown_rx.clone()).await?)
+        }
+        None => None,
+    };
+
+    tokio::spawn(rotation::watch_store(
+        store.clone(),
+        state.clone(),
+        clock.clone(),
+        metrics.clone(),
+        config.reload_interval,
+        shutdown_rx.clone(),
+    ));
+    tokio::spawn(serving_cert::keep_fresh(
+        serving.clone(),
+        state.clone(),
+        identity,
+        config.policy,
+        clock.clone(),
+        metrics.clone(),
+        shutdown_rx.clone(),
+    ));
+    // Expiry gauges move with time even when the CA does not change.
+    {
+        let (state, metrics, clock, mut shutdown) = (
+            state.clone(),
+            metrics.clone(),
+            clock.clone(),
+            shutdown_rx.clone(),
+        );
+        tokio::spawn(async move {
+            let mut last_warned = None;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    _ = shutdown.changed() => return,
+                }
+                let ca = state.current();
+                let now = clock.now();
+                metrics.record_authority(&ca, now);
+                let day = now.date();
+                if last_warned != Some(day) {
+                    for w in ca.expiry_warnings(now) {
+                        tracing::warn!(%w, "CA certificate expires soon");
+                    }
+                    last_warned = Some(day);
+                }
+            }
+        });
+    }
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
+    let grpc_addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("grpc socket", e))?;
+    let acceptor = TlsAcceptor::from(Arc::new(tls_config(serving.clone())?));
+
+    let service = CaService {
+        state: state.clone(),
+        validators,
+        policy: config.policy,
+        metrics: metrics.clone(),
+        clock: clock.clone(),
+        control_plane_namespace: config.namespace.clone(),
+        cluster_domain: config.cluster_domain.clone(),
+        limiter: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+        queue_timeout: config.request_timeout,
+    };
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<CaServer<CaService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(sigil_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Config(format!("reflection: {e}")))?;
+
+    let (conn_tx, conn_rx) = mpsc::channel(256);
+    let mut accept_shutdown = shutdown_rx.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                r = listener.accept() => match r {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+                _ = accept_shutdown.changed() => return,
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let conn_tx = conn_tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = conn_tx.send(Ok::<_, std::io::Error>(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+
+    let ca_server = CaServer::new(service)
+        .max_decoding_message_size(MAX_REQUEST_BYTES)
+        .max_encoding_message_size(4 * 1024 * 1024);
+    let mut serve_shutdown = shutdown_rx.clone();
+    let readiness_in_task = readiness.clone();
+    let grpc = tonic::transport::Server::builder()
+        .timeout(config.request_timeout)
+        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(ca_server)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::ReceiverStream::new(conn_rx),
+            async move {
+                let _ = serve_shutdown.changed().await;
+                readiness_in_task.set(false);
+                health_reporter
+                    .set_not_serving::<CaServer<CaService>>()
+                    .await;
+                tracing::info!("shutting down: no new connections, draining in-flight requests");
+            },
+        );
+    let mut drain_shutdown = shutdown_rx.clone();
+    let task = tokio::spawn(async move {
+        tokio::pin!(grpc);
+        tokio::select! {
+            r = &mut grpc => return r.map_err(|e| Error::Config(format!("gRPC server: {e}"))),
+            _ = drain_shutdown.changed() => {}
+        }
+        match tokio::time::timeout(DRAIN_TIMEOUT, grpc).await {
+            Ok(r) => r.map_err(|e| Error::Config(format!("gRPC server: {e}"))),
+            Err(_) => {
+                tracing::warn!("drain timed out; closing remaining connections");
+                Ok(())
+            }
+        }
+    });
+
+    readiness.set(true);
+    tracing::info!(
+        grpc = %grpc_addr,
+        healthz = %healthz_addr,
+        metrics = ?metrics_addr,
+        trust_domain = %config.trust_domain,
+        sentry_id = %config.sentry_id(),
+        "sigil is serving"
+    );
+    Ok(RunningServer {
+        grpc_addr,
+        healthz_addr,
+        metrics_addr,
+        state,
+        metrics,
+        serving,
+        shutdown: shutdown_tx,
+        task,
+    })
+}

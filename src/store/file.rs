@@ -1,0 +1,223 @@
+//! CA material in a directory, with Dapr's file names (`ca.crt`, `issuer.crt`,
+//! `issuer.key`). Every write is atomic: a temporary file in the same directory is written,
+//! fsynced and renamed over the target, then the directory is fsynced. Keys are mode 0600.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use sigil_pki::CaFiles;
+use zeroize::Zeroizing;
+
+use super::CredentialStore;
+use crate::Error;
+
+/// File names inside the credentials directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileNames {
+    /// Trust anchors (Dapr: `ca.crt`).
+    pub ca: String,
+    /// Issuer chain (Dapr: `issuer.crt`).
+    pub issuer_cert: String,
+    /// Issuer key (Dapr: `issuer.key`).
+    pub issuer_key: String,
+}
+
+impl Default for FileNames {
+    fn default() -> Self {
+        Self {
+            ca: "ca.crt".into(),
+            issuer_cert: "issuer.crt".into(),
+            issuer_key: "issuer.key".into(),
+        }
+    }
+}
+
+/// A credentials directory.
+#[derive(Clone, Debug)]
+pub struct FileStore {
+    dir: PathBuf,
+    names: FileNames,
+}
+
+/// Largest file read from the credentials directory.
+const MAX_FILE: u64 = 1024 * 1024;
+
+impl FileStore {
+    /// A store in `dir` with the given file names.
+    pub fn new(dir: impl Into<PathBuf>, names: FileNames) -> Self {
+        Self {
+            dir: dir.into(),
+            names,
+        }
+    }
+
+    /// Path of the trust anchors file.
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.join(&self.names.ca)
+    }
+    /// Path of the issuer chain file.
+    pub fn issuer_cert_path(&self) -> PathBuf {
+        self.dir.join(&self.names.issuer_cert)
+    }
+    /// Path of the issuer key file.
+    pub fn issuer_key_path(&self) -> PathBuf {
+        self.dir.join(&self.names.issuer_key)
+    }
+
+    /// Which of the three files exist.
+    fn present(&self) -> [bool; 3] {
+        [
+            self.ca_path().exists(),
+            self.issuer_cert_path().exists(),
+            self.issuer_key_path().exists(),
+        ]
+    }
+
+    /// Reads the three files synchronously.
+    pub fn load_sync(&self) -> Result<Option<CaFiles>, Error> {
+        match self.present() {
+            [false, false, false] => return Ok(None),
+            [true, true, true] => {}
+            _ => {
+                return Err(Error::Store(format!(
+                    "{} holds only part of the CA material (need {}, {} and {}); refusing to generate over it",
+                    self.dir.display(),
+                    self.names.ca,
+                    self.names.issuer_cert,
+                    self.names.issuer_key
+                )))
+            }
+        }
+        Ok(Some(CaFiles {
+            ca_crt: read_bounded(&self.ca_path())?,
+            issuer_crt: read_bounded(&self.issuer_cert_path())?,
+            issuer_key: Zeroizing::new(read_bounded(&self.issuer_key_path())?),
+        }))
+    }
+
+    /// Writes the three files, replacing existing ones atomically (one by one).
+    pub fn write_sync(&self, files: &CaFiles) -> Result<(), Error> {
+        fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        write_atomic(&self.issuer_key_path(), &files.issuer_key, 0o600)?;
+        write_atomic(&self.issuer_cert_path(), &files.issuer_crt, 0o644)?;
+        write_atomic(&self.ca_path(), &files.ca_crt, 0o644)?;
+        Ok(())
+    }
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>, Error> {
+    let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.len() > MAX_FILE {
+        return Err(Error::Store(format!(
+            "{} is {} bytes; CA files larger than 1 MiB are refused",
+            path.display(),
+            meta.len()
+        )));
+    }
+    fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+/// Writes `data` to `path` atomically with the given mode: temp file, fsync, rename, fsync dir.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| Error::io(&tmp, e))?;
+        // The mode passed to open is filtered by the umask; set it exactly.
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(&tmp, e))?;
+        f.write_all(data).map_err(|e| Error::io(&tmp, e))?;
+        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        if let Ok(d) = fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[async_trait::async_trait]
+impl CredentialStore for FileStore {
+    fn describe(&self) -> String {
+        format!("directory {}", self.dir.display())
+    }
+
+    async fn load(&self) -> Result<Option<CaFiles>, Error> {
+        self.load_sync()
+    }
+
+    async fn store_if_absent(&self, files: &CaFiles) -> Result<CaFiles, Error> {
+        if let Some(existing) = self.load_sync()? {
+            return Ok(existing);
+        }
+        self.write_sync(files)?;
+        Ok(files.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::OffsetDateTime;
+
+    fn files() -> CaFiles {
+        let p = sigil_pki::CaParams::new("public".parse().unwrap(), "default".parse().unwrap());
+        sigil_pki::Authority::generate(&p, OffsetDateTime::now_utc()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn stores_once_with_private_key_mode_and_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path().join("creds"), FileNames::default());
+        assert!(store.load().await.unwrap().is_none());
+        let first = files();
+        let kept = store.store_if_absent(&first).await.unwrap();
+        assert_eq!(kept.ca_crt, first.ca_crt);
+        let mode = fs::metadata(store.issuer_key_path())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let second = files();
+        let kept = store.store_if_absent(&second).await.unwrap();
+        assert_eq!(kept.ca_crt, first.ca_crt, "existing material was replaced");
+        assert_eq!(fs::read(store.ca_path()).unwrap(), first.ca_crt);
+        // No temporary files are left behind.
+        let leftovers: Vec<_> = fs::read_dir(dir.path().join("creds"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+
+    #[tokio::test]
+    async fn partial_material_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path(), FileNames::default());
+        fs::write(store.ca_path(), b"x").unwrap();
+        let e = store
+            .store_if_absent(&files())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("only part of the CA material"), "{e}");
+        assert_eq!(fs::read(store.ca_path()).unwrap(), b"x");
+    }
+}
