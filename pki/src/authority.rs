@@ -260,6 +260,39 @@ fn random_serial() -> Result<SerialNumber, Error> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
+/// Signs a Dapr-shaped issuer certificate (subject `O=spiffe://<td>/ns/<ns>/dapr-sentry`,
+/// CA with path length 0, keyCertSign + cRLSign) with `root`.
+fn issue_issuer(
+    root: &rcgen::Issuer<'_, impl SigningKey>,
+    root_not_after: OffsetDateTime,
+    params: &CaParams,
+    now: OffsetDateTime,
+) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), Error> {
+    let issuer_key = PrivateKey::generate(params.key_type)?;
+    let mut issuer = CertificateParams::default();
+    issuer.distinguished_name = DistinguishedName::new();
+    issuer.distinguished_name.push(
+        DnType::OrganizationName,
+        format!(
+            "spiffe://{}/ns/{}/dapr-sentry",
+            params.trust_domain, params.namespace
+        ),
+    );
+    issuer.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    issuer.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    issuer.not_before = now - params.clock_skew;
+    issuer.not_after = (now + params.issuer_ttl).min(root_not_after);
+    issuer.serial_number = Some(random_serial()?);
+    issuer.use_authority_key_identifier_extension = true;
+    let cert = issuer
+        .signed_by(&issuer_key, root)
+        .map_err(|e| Error::Signing(e.to_string()))?;
+    Ok((
+        cert.pem().into_bytes(),
+        Zeroizing::new(issuer_key.to_pem().as_bytes().to_vec()),
+    ))
+}
+
 pub(crate) fn serial() -> Result<SerialNumber, Error> {
     random_serial()
 }
@@ -268,10 +301,18 @@ impl Authority {
     /// Generates a root and an issuer as Dapr Sentry does and returns their files. The root
     /// key is discarded: only `ca.crt`, `issuer.crt` and `issuer.key` exist afterwards.
     pub fn generate(params: &CaParams, now: OffsetDateTime) -> Result<CaFiles, Error> {
+        Self::generate_keeping_root(params, now).map(|(files, _)| files)
+    }
+
+    /// Like [`Authority::generate`], but also returns the root key (PKCS#8 PEM), for operators
+    /// who want to issue later issuers under the same root ([`Authority::new_issuer`]).
+    pub fn generate_keeping_root(
+        params: &CaParams,
+        now: OffsetDateTime,
+    ) -> Result<(CaFiles, Zeroizing<String>), Error> {
         if params.root_ttl <= Duration::ZERO || params.issuer_ttl <= Duration::ZERO {
             return Err(Error::InvalidTtl("CA lifetimes must be positive".into()));
         }
-        let not_before = now - params.clock_skew;
         let root_key = PrivateKey::generate(params.key_type)?;
         let mut root = CertificateParams::default();
         root.distinguished_name = DistinguishedName::new();
@@ -282,39 +323,65 @@ impl Authority {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyCertSign,
         ];
-        root.not_before = not_before;
+        root.not_before = now - params.clock_skew;
         root.not_after = now + params.root_ttl;
         root.serial_number = Some(random_serial()?);
         let root_cert = root
             .self_signed(&root_key)
             .map_err(|e| Error::Signing(e.to_string()))?;
         let root_issuer = rcgen::Issuer::new(root, &root_key);
+        let (issuer_crt, issuer_key) =
+            issue_issuer(&root_issuer, now + params.root_ttl, params, now)?;
+        Ok((
+            CaFiles {
+                ca_crt: root_cert.pem().into_bytes(),
+                issuer_crt,
+                issuer_key,
+            },
+            root_key.to_pem(),
+        ))
+    }
 
-        let issuer_key = PrivateKey::generate(params.key_type)?;
-        let mut issuer = CertificateParams::default();
-        issuer.distinguished_name = DistinguishedName::new();
-        issuer.distinguished_name.push(
-            DnType::OrganizationName,
-            format!(
-                "spiffe://{}/ns/{}/dapr-sentry",
-                params.trust_domain, params.namespace
-            ),
-        );
-        issuer.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        issuer.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        issuer.not_before = not_before;
-        issuer.not_after = (now + params.issuer_ttl).min(now + params.root_ttl);
-        issuer.serial_number = Some(random_serial()?);
-        issuer.use_authority_key_identifier_extension = true;
-        let issuer_cert = issuer
-            .signed_by(&issuer_key, &root_issuer)
-            .map_err(|e| Error::Signing(e.to_string()))?;
-
-        Ok(CaFiles {
-            ca_crt: root_cert.pem().into_bytes(),
-            issuer_crt: issuer_cert.pem().into_bytes(),
-            issuer_key: Zeroizing::new(issuer_key.to_pem().as_bytes().to_vec()),
-        })
+    /// A new issuer (certificate PEM, key PEM) under an existing root, for issuer rotation.
+    /// The root must be a self-signed CA and `root_key` its key; the issuer never outlives it.
+    pub fn new_issuer(
+        root_pem: &[u8],
+        root_key: &PrivateKey,
+        params: &CaParams,
+        now: OffsetDateTime,
+    ) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), Error> {
+        if params.issuer_ttl <= Duration::ZERO {
+            return Err(Error::InvalidTtl("issuer lifetime must be positive".into()));
+        }
+        let roots = pem_bundle::parse_certificates("root certificate", root_pem)?;
+        let [root_der] = roots.as_slice() else {
+            return Err(Error::Pem {
+                what: "root certificate",
+                reason: format!("expected exactly one certificate, found {}", roots.len()),
+            });
+        };
+        let (_, root) =
+            X509Certificate::from_der(root_der).map_err(|e| Error::CertificateMalformed {
+                what: "root certificate",
+                index: 1,
+                reason: e.to_string(),
+            })?;
+        self_signed_check(&root)?;
+        validity_check("root", &root, now)?;
+        if root_key.public_key_raw() != root.public_key().subject_public_key.data.as_ref() {
+            return Err(Error::KeyMismatch {
+                subject: subject_of(&root),
+            });
+        }
+        let root_not_after = time_of(root.validity().not_after);
+        let issuer =
+            rcgen::Issuer::from_ca_cert_der(&CertificateDer::from(root_der.clone()), root_key)
+                .map_err(|e| Error::CertificateMalformed {
+                    what: "root certificate",
+                    index: 1,
+                    reason: e.to_string(),
+                })?;
+        issue_issuer(&issuer, root_not_after, params, now)
     }
 
     /// Loads and checks CA material. See the module docs for the checks and their order.
@@ -936,6 +1003,26 @@ pub(crate) mod tests {
         );
         let a = Authority::load(&files(&[&pki.root], &[&lder2, &ider2], &lk), now()).unwrap();
         assert_eq!(a.chain_der().len(), 2);
+    }
+
+    #[test]
+    fn new_issuer_under_the_kept_root_loads_with_the_old_anchors() {
+        let (files, root_key_pem) = Authority::generate_keeping_root(&params(), now()).unwrap();
+        let root_key = PrivateKey::from_pem(root_key_pem.as_bytes()).unwrap();
+        let (crt, key) = Authority::new_issuer(&files.ca_crt, &root_key, &params(), now()).unwrap();
+        assert_ne!(crt, files.issuer_crt);
+        let rotated = CaFiles {
+            ca_crt: files.ca_crt.clone(),
+            issuer_crt: crt,
+            issuer_key: key,
+        };
+        Authority::load(&rotated, now()).unwrap();
+        // The wrong root key is refused.
+        let other = PrivateKey::generate(KeyType::Ed25519).unwrap();
+        assert!(matches!(
+            Authority::new_issuer(&files.ca_crt, &other, &params(), now()),
+            Err(Error::KeyMismatch { .. })
+        ));
     }
 
     #[test]

@@ -25,6 +25,61 @@ pub enum CaCommand {
     Inspect(InspectArgs),
     /// Sign a CSR offline with the issuer in a directory.
     Issue(IssueArgs),
+    /// Replace the issuer with a new one under the same root (needs the root key).
+    Rotate(RotateArgs),
+    /// Add or remove trust anchors (roots) in ca.crt, for a root rotation.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+}
+
+/// `sigil ca rotate`
+#[derive(Args, Debug)]
+pub struct RotateArgs {
+    /// Credentials directory whose issuer is replaced.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The root certificate to issue under (must be one of the anchors in ca.crt).
+    #[arg(long)]
+    pub root_cert: PathBuf,
+    /// That root's private key.
+    #[arg(long)]
+    pub root_key: PathBuf,
+    /// Trust domain for the issuer's subject.
+    #[arg(long, default_value = "localhost")]
+    pub trust_domain: String,
+    /// Namespace for the issuer's subject.
+    #[arg(long, env = "NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Key algorithm of the new issuer.
+    #[arg(long, default_value = "ed25519")]
+    pub key_type: KeyType,
+    /// Issuer lifetime (capped at the root's expiry).
+    #[arg(long, value_parser = parse_duration, default_value = "365d")]
+    pub issuer_ttl: std::time::Duration,
+}
+
+/// `sigil ca bundle ...`
+#[derive(Subcommand, Debug)]
+pub enum BundleCommand {
+    /// Add the root(s) in a PEM file to DIR/ca.crt.
+    Add {
+        /// Credentials directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// PEM file with one or more root certificates.
+        #[arg(long)]
+        root: PathBuf,
+    },
+    /// Remove the root(s) in a PEM file from DIR/ca.crt. Refused if the issuer would no longer
+    /// chain to a remaining root.
+    Remove {
+        /// Credentials directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// PEM file with the root certificate(s) to remove.
+        #[arg(long)]
+        root: PathBuf,
+    },
 }
 
 /// `sigil ca init`
@@ -51,6 +106,10 @@ pub struct InitArgs {
     /// Replace existing material.
     #[arg(long)]
     pub force: bool,
+    /// Also write the root's private key here (mode 0600), to rotate issuers later with
+    /// `sigil ca rotate`. Keep it offline. By default the root key is discarded, as in Dapr.
+    #[arg(long)]
+    pub root_key_out: Option<PathBuf>,
 }
 
 /// `sigil ca import`
@@ -149,8 +208,22 @@ pub fn run(cmd: CaCommand) -> Result<ExitCode, Error> {
             params.key_type = a.key_type;
             params.root_ttl = to_time(a.root_ttl);
             params.issuer_ttl = to_time(a.issuer_ttl);
-            let files = Authority::generate(&params, now)?;
+            let (files, root_key) = Authority::generate_keeping_root(&params, now)?;
             let authority = Authority::load(&files, now)?;
+            if let Some(path) = &a.root_key_out {
+                if path.exists() && !a.force {
+                    return Err(Error::Config(format!(
+                        "{} exists; refusing to overwrite it (use --force)",
+                        path.display()
+                    )));
+                }
+                write_atomic(path, root_key.as_bytes(), 0o600)?;
+                eprintln!(
+                    "wrote the root key to {} (mode 0600): keep it offline",
+                    path.display()
+                );
+            }
+            drop(root_key);
             store.write_sync(&files)?;
             println!(
                 "wrote {}, {} and {} (issuer {:?}, {} keys, valid until {})",
@@ -186,6 +259,41 @@ pub fn run(cmd: CaCommand) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
         CaCommand::Inspect(a) => inspect(&a.dir, a.json, now),
+        CaCommand::Rotate(a) => {
+            let store = FileStore::new(&a.dir, FileNames::default());
+            let current = store.load_sync()?.ok_or_else(|| {
+                Error::Config(format!("{} holds no CA material", a.dir.display()))
+            })?;
+            let root_key = sigil_pki::PrivateKey::from_pem(&Zeroizing::new(read(&a.root_key)?))?;
+            let mut params = CaParams::new(
+                a.trust_domain
+                    .parse()
+                    .map_err(|e| Error::Config(format!("--trust-domain: {e}")))?,
+                a.namespace
+                    .parse()
+                    .map_err(|e| Error::Config(format!("--namespace: {e}")))?,
+            );
+            params.key_type = a.key_type;
+            params.issuer_ttl = to_time(a.issuer_ttl);
+            let (issuer_crt, issuer_key) =
+                Authority::new_issuer(&read(&a.root_cert)?, &root_key, &params, now)?;
+            let rotated = CaFiles {
+                ca_crt: current.ca_crt.clone(),
+                issuer_crt,
+                issuer_key,
+            };
+            // The new issuer must chain to the anchors already served, or clients would break.
+            let authority = Authority::load(&rotated, now)?;
+            write_atomic(&store.issuer_key_path(), &rotated.issuer_key, 0o600)?;
+            write_atomic(&store.issuer_cert_path(), &rotated.issuer_crt, 0o644)?;
+            println!(
+                "new issuer {:?} valid until {}; a running server picks it up within seconds",
+                authority.issuer_subject(),
+                authority.valid_until()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        CaCommand::Bundle(cmd) => bundle(cmd, now),
         CaCommand::Issue(a) => {
             let store = FileStore::new(&a.dir, FileNames::default());
             let files = store.load_sync()?.ok_or_else(|| {
@@ -218,6 +326,37 @@ pub fn run(cmd: CaCommand) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn bundle(cmd: BundleCommand, now: OffsetDateTime) -> Result<ExitCode, Error> {
+    let (dir, root, adding) = match cmd {
+        BundleCommand::Add { dir, root } => (dir, root, true),
+        BundleCommand::Remove { dir, root } => (dir, root, false),
+    };
+    let store = FileStore::new(&dir, FileNames::default());
+    let current = store
+        .load_sync()?
+        .ok_or_else(|| Error::Config(format!("{} holds no CA material", dir.display())))?;
+    let mut anchors = sigil_pki::TrustBundle::from_pem(&current.ca_crt)?;
+    for der in sigil_pki::pem_bundle::parse_certificates("root file", &read(&root)?)? {
+        if adding {
+            anchors.add(der)?;
+        } else {
+            anchors.remove(&der)?;
+        }
+    }
+    let updated = CaFiles {
+        ca_crt: anchors.to_pem().into_bytes(),
+        ..current
+    };
+    // Never leave a bundle the issuer no longer chains to.
+    Authority::load(&updated, now)?;
+    write_atomic(&store.ca_path(), &updated.ca_crt, 0o644)?;
+    println!("ca.crt now holds {} root(s):", anchors.roots().len());
+    for s in anchors.subjects() {
+        println!("  {s}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn summary_json(role: &str, s: &CertSummary, now: OffsetDateTime) -> serde_json::Value {
