@@ -357,6 +357,18 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn refuses_sha1_signatures() {
+        let der = openssl_pem(
+            "openssl req -new -newkey rsa:2048 -nodes -keyout /dev/null -subj / -sha1 -outform DER 2>/dev/null",
+        );
+        assert!(
+            matches!(ValidatedCsr::parse(&der), Err(Error::CsrSignatureAlgorithm(ref a)) if a.contains("SHA-1")),
+            "{:?}",
+            ValidatedCsr::parse(&der)
+        );
+    }
+
+    #[test]
     fn refuses_bad_signature() {
         let key = key_for(CsrKeyType::EcdsaP256);
         let mut der = pem::parse(csr_pem(&key)).unwrap().into_contents();
