@@ -162,7 +162,7 @@ impl Ca for CaService {
                 };
                 Ok(Response::new(SignCertificateResponse {
                     workload_certificate: issued.chain_pem.into_bytes(),
-                    trust_chain_certificates: vec![authority.trust_bundle().to_pem().into_bytes()],
+                    trust_chain_certificates: vec![authority.anchors_pem().as_bytes().to_vec()],
                     valid_until: Some(valid_until),
                     jwt: None,
                     per_audience_jwts: Default::default(),
