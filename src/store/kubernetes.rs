@@ -57,7 +57,7 @@ impl std::fmt::Debug for KubernetesStore {
 enum SecretState {
     Missing,
     /// Present but without any of the three keys (Helm creates it so).
-    Empty(Secret),
+    Empty(Box<Secret>),
     /// All three keys; the Secret's resourceVersion.
     Full(CaFiles, String),
 }
@@ -119,7 +119,7 @@ impl KubernetesStore {
         let cert = non_empty(data, KEY_ISSUER_CERT);
         let key = non_empty(data, KEY_ISSUER_KEY).map(Zeroizing::new);
         let state = match (ca, cert, key) {
-            (None, None, None) => return Ok(SecretState::Empty(secret)),
+            (None, None, None) => return Ok(SecretState::Empty(Box::new(secret))),
             (Some(ca_crt), Some(issuer_crt), Some(issuer_key)) => SecretState::Full(
                 CaFiles {
                     ca_crt,
