@@ -609,3 +609,43 @@ async fn partially_filled_secret_stops_the_start() {
     assert_eq!(fake.count("PUT secrets"), 0);
     assert_eq!(fake.count("POST secrets"), 0);
 }
+
+#[tokio::test]
+async fn rotated_secret_is_served_and_copied_to_the_configmap() {
+    let fake = Fake::start().await;
+    let server = start_sigil(&fake, &["--reload-interval", "50ms"])
+        .await
+        .unwrap();
+    let mut generation = server.state.subscribe();
+    let params = sigil_pki::CaParams::new("cluster.local".parse().unwrap(), CP_NS.parse().unwrap());
+    let rotated = sigil_pki::Authority::generate(&params, time::OffsetDateTime::now_utc()).unwrap();
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    fake.put(
+        &secrets(CP_NS),
+        json!({
+            "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": "dapr-trust-bundle", "namespace": CP_NS},
+            "data": {
+                "ca.crt": b64(&rotated.ca_crt),
+                "issuer.crt": b64(&rotated.issuer_crt),
+                "issuer.key": b64(&rotated.issuer_key)
+            }
+        }),
+    );
+    // Bounded wait for the watcher (a safety valve, not a timing assertion).
+    tokio::time::timeout(std::time::Duration::from_secs(60), generation.changed())
+        .await
+        .expect("the rotated CA was not loaded")
+        .unwrap();
+    assert_eq!(
+        roots(&rotated.ca_crt),
+        server.state.current().trust_bundle().roots().to_vec()
+    );
+    let cm = fake.get(&configmaps(CP_NS), "dapr-trust-bundle").unwrap();
+    assert_eq!(
+        cm["data"]["ca.crt"].as_str().unwrap().as_bytes(),
+        &rotated.ca_crt[..]
+    );
+    server.shutdown().await.unwrap();
+}
