@@ -13,6 +13,7 @@
 //! - [`serving_cert`]: the server's own `dapr-sentry` certificate, renewed in process.
 //! - [`ca_service`]: the gRPC `SignCertificate` handler, in Dapr's order with Dapr's codes.
 //! - [`observe`]: metrics, health, audit log.
+//! - [`cluster`]: the Kubernetes API client (kubernetes mode).
 //! - [`server`]: wiring and graceful shutdown.
 //!
 //! Errors are one enum ([`Error`]); its [`Error::code`] is the single place where failures
@@ -21,6 +22,7 @@
 
 pub mod ca_service;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 mod error;
 pub mod observe;

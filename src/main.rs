@@ -49,7 +49,7 @@ fn init_logging(level: &str, json: bool) {
 
 async fn serve(args: ServeArgs) -> Result<(), sigil::Error> {
     init_logging(&args.log_level, args.log_as_json);
-    let config = args.into_config(None)?;
+    let config = sigil::cluster::config_from_args(args).await?;
     let clock: Arc<dyn sigil_pki::Clock> = Arc::new(sigil_pki::SystemClock);
     let server = sigil::server::start(config, clock).await?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -12,13 +12,16 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::ca_service::CaService;
+use crate::cluster;
 use crate::config::{Config, Mode};
 use crate::observe::{self, Metrics, Readiness};
 use crate::rotation::{self, CaState};
 use crate::serving_cert::{self, ServingCert, ServingIdentity};
 use crate::store::file::FileStore;
+use crate::store::kubernetes::KubernetesStore;
 use crate::store::CredentialStore;
 use crate::validator::insecure::InsecureValidator;
+use crate::validator::kubernetes::{KubernetesOptions, KubernetesValidator};
 use crate::validator::Validators;
 use crate::Error;
 
@@ -115,8 +118,36 @@ fn tls_config(serving: Arc<ServingCert>) -> Result<rustls::ServerConfig, Error> 
     Ok(cfg)
 }
 
+/// Kubernetes mode: the `dapr-trust-bundle` store and the validators (Kubernetes, the
+/// default; JWKS joins here when the Configuration enables it).
+async fn kubernetes_parts(
+    config: &Config,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+) -> Result<(Arc<dyn CredentialStore>, Validators), Error> {
+    let api_timeout = cluster::api_timeout(config.request_timeout);
+    let client = cluster::connect(config.kubeconfig.as_deref(), api_timeout).await?;
+    let store = KubernetesStore::new(client.clone(), config.namespace.as_str(), api_timeout);
+    let kubernetes = KubernetesValidator::new(
+        client,
+        KubernetesOptions {
+            control_plane_trust_domain: config.trust_domain.clone(),
+            control_plane_namespace: config.namespace.clone(),
+            cache_ttl: config.token_cache_ttl,
+            cache_size: config.token_cache_size,
+            api_timeout,
+        },
+        metrics,
+        clock,
+    );
+    let validators = Validators::new().with(Arc::new(kubernetes), true);
+    // JWKS (spec.mtls.tokenValidators "jwks") is added to `validators` here, not as default.
+    Ok((Arc::new(store), validators))
+}
+
 /// Starts every part of the server and returns once it is listening and ready.
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServer, Error> {
+    let metrics = Arc::new(Metrics::new());
     let (store, validators): (Arc<dyn CredentialStore>, Validators) = match config.mode {
         Mode::Standalone => {
             if !config.listen.ip().is_loopback() && !config.insecure_allow_remote {
@@ -134,14 +165,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
                 Validators::new().with(Arc::new(InsecureValidator), true),
             )
         }
-        Mode::Kubernetes => {
-            return Err(Error::Config(
-                "kubernetes mode is not available in this build yet".into(),
-            ))
-        }
+        Mode::Kubernetes => kubernetes_parts(&config, metrics.clone(), clock.clone()).await?,
     };
 
-    let metrics = Arc::new(Metrics::new());
     let (authority, files) = load_or_generate(&*store, &config, &*clock).await?;
     let now = clock.now();
     for w in authority.expiry_warnings(now) {
