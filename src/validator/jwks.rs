@@ -752,26 +752,23 @@ impl KeyCache {
         self.ready_or_unavailable()
     }
 
-    /// After a token named a `kid` we do not know: fetch the HTTPS source again if the last
-    /// attempt is older than the minimum refresh interval. Returns the new keys if it did.
-    pub async fn refresh_for_unknown_kid(self: &Arc<Self>) -> Option<Arc<JwkSet>> {
+    /// After a token named a `kid` absent from `used`: fetch the HTTPS source again if the
+    /// last attempt is older than the minimum refresh interval. Returns the keys in force if
+    /// they are not `used` (this call or a concurrent one renewed them).
+    pub async fn refresh_for_unknown_kid(
+        self: &Arc<Self>,
+        used: &Arc<JwkSet>,
+    ) -> Option<Arc<JwkSet>> {
         if !matches!(self.source, Source::Https(_)) {
             return None;
         }
-        let due = self
-            .lock()
-            .last_attempt
-            .is_none_or(|t| t.elapsed() >= self.min_refresh);
-        if !due {
-            return None;
-        }
-        self.refresh_https()
-            .await
-            .then(|| self.lock().keys.clone())
-            .flatten()
+        self.refresh_https().await;
+        let current = self.lock().keys.clone()?;
+        (!Arc::ptr_eq(&current, used)).then_some(current)
     }
 
-    /// Fetches the HTTPS source unless another caller just did; true when this call fetched
+    /// Fetches the HTTPS source unless it was asked less than the minimum refresh interval
+    /// ago (while there are no keys: [`INITIAL_RETRY`] at most); true when this call fetched
     /// successfully.
     async fn refresh_https(&self) -> bool {
         let Source::Https(https) = &self.source else {
@@ -927,7 +924,7 @@ impl TokenValidator for JwksValidator {
         let token = jwt::parse_unverified(&claims.token).map_err(denied)?;
         let kid = token.header.kid.clone();
         let verified = match token.clone().verify(&keys, &expect) {
-            Err(JwtError::UnknownKid(k)) => match self.cache.refresh_for_unknown_kid().await {
+            Err(JwtError::UnknownKid(k)) => match self.cache.refresh_for_unknown_kid(&keys).await {
                 Some(fresh) => token.verify(&fresh, &expect),
                 None => Err(JwtError::UnknownKid(k)),
             },

@@ -596,7 +596,7 @@ mod tests {
     fn hmac_with_the_public_key_as_secret_is_refused() {
         let key = TestKey::rsa();
         let jwk = key.jwk(Some("k1"));
-        let keys = set(&[jwk.clone()]);
+        let keys = set(std::slice::from_ref(&jwk));
         // The classic confusion: the attacker HMACs with bytes of the public key.
         for secret in [
             jwk.to_string().into_bytes(),
@@ -760,8 +760,8 @@ mod tests {
         // Truncated tokens.
         assert_eq!(parse_unverified("").unwrap_err(), JwtError::Malformed);
         assert_eq!(parse_unverified("abc").unwrap_err(), JwtError::Malformed);
-        let two: String = good.rsplitn(2, '.').nth(1).unwrap().to_string();
-        assert_eq!(parse_unverified(&two).unwrap_err(), JwtError::Malformed);
+        let two = good.rsplit_once('.').unwrap().0;
+        assert_eq!(parse_unverified(two).unwrap_err(), JwtError::Malformed);
         assert_eq!(
             parse_unverified(&format!("{good}.x")).unwrap_err(),
             JwtError::Malformed
