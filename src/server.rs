@@ -122,6 +122,7 @@ fn tls_config(serving: Arc<ServingCert>) -> Result<rustls::ServerConfig, Error> 
 /// Loads the JWKS in the background so that the first request does not wait for it.
 fn started_jwks(validator: JwksValidator) -> Arc<JwksValidator> {
     let validator = Arc::new(validator);
+    tracing::info!(source = %validator.cache().describe(), "JWKS validator enabled");
     let warm = validator.clone();
     tokio::spawn(async move { warm.warm_up().await });
     validator

@@ -637,7 +637,7 @@ struct CacheState {
     last_attempt: Option<Instant>,
     /// The file version last read (good or bad), so a bad file is not re-read until it changes.
     file_stamp: Option<FileStamp>,
-    /// Why the last load failed, for the UNAVAILABLE answer.
+    /// Why the last load failed (logged; also keeps a missing file from being logged per request).
     last_error: Option<String>,
 }
 
@@ -712,17 +712,12 @@ impl KeyCache {
     }
 
     fn ready_or_unavailable(&self) -> Result<Arc<JwkSet>, Error> {
-        let st = self.lock();
-        match &st.keys {
+        match &self.lock().keys {
             Some(k) => Ok(k.clone()),
-            None => Err(Error::Unavailable(format!(
-                "the JWKS from {} is not loaded{}",
-                self.describe(),
-                st.last_error
-                    .as_deref()
-                    .map(|e| format!(": {e}"))
-                    .unwrap_or_default()
-            ))),
+            // The reason (paths, URLs, TLS errors) is in the log, not sent to callers.
+            None => Err(Error::Unavailable(
+                "the JWKS is not loaded yet; retry later".into(),
+            )),
         }
     }
 
@@ -938,7 +933,10 @@ impl TokenValidator for JwksValidator {
             authenticated_as: format!(
                 "jwt sub {subject} (kid {}, iss {})",
                 kid.as_deref().unwrap_or("-"),
-                verified.iss.as_deref().unwrap_or("-")
+                verified
+                    .iss
+                    .as_deref()
+                    .map_or("-".into(), |i| i.chars().take(128).collect::<String>())
             ),
             container_images_json: None,
         })

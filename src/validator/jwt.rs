@@ -14,6 +14,8 @@
 //!   set is bounded ([`super::jwks::MAX_KEYS`]), so this costs at most that many checks.
 //! - Base64url without padding, header and payload must be JSON objects, the whole token
 //!   is at most [`MAX_TOKEN_BYTES`].
+//! - Keys come only from the configured JWKS: `jwk`, `jku`, `x5u` and `x5c` headers are
+//!   ignored, never fetched or trusted.
 //! - Time claims: `exp` is required (a token that never expires is refused), `nbf` and
 //!   `iat` are checked when present, each with [`CLOCK_SKEW`] of tolerance, against a time
 //!   the caller takes from its [`sigil_pki::Clock`].
