@@ -21,6 +21,7 @@ use crate::store::file::FileStore;
 use crate::store::kubernetes::KubernetesStore;
 use crate::store::CredentialStore;
 use crate::validator::insecure::InsecureValidator;
+use crate::validator::jwks::{self, JwksValidator};
 use crate::validator::kubernetes::{KubernetesOptions, KubernetesValidator};
 use crate::validator::Validators;
 use crate::Error;
@@ -131,6 +132,15 @@ fn tls_config(serving: Arc<ServingCert>) -> Result<rustls::ServerConfig, Error> 
     Ok(cfg)
 }
 
+/// Loads the JWKS in the background so that the first request does not wait for it.
+fn started_jwks(validator: JwksValidator) -> Arc<JwksValidator> {
+    let validator = Arc::new(validator);
+    tracing::info!(source = %validator.cache().describe(), "JWKS validator enabled");
+    let warm = validator.clone();
+    tokio::spawn(async move { warm.warm_up().await });
+    validator
+}
+
 /// Kubernetes mode: the `dapr-trust-bundle` store and the validators (Kubernetes, the
 /// default; JWKS joins here when the Configuration enables it).
 async fn kubernetes_parts(
@@ -151,18 +161,36 @@ async fn kubernetes_parts(
             api_timeout,
         },
         metrics,
-        clock,
+        clock.clone(),
     );
-    let validators = Validators::new().with(Arc::new(kubernetes), true);
-    // JWKS (spec.mtls.tokenValidators "jwks") is added to `validators` here, not as default.
+    let mut validators = Validators::new().with(Arc::new(kubernetes), true);
+    // JWKS (spec.mtls.tokenValidators "jwks") joins, not as default.
+    if let Some(jwks) = jwks::from_configuration(config, clock) {
+        validators = validators.with(started_jwks(jwks?), false);
+    }
     Ok((Arc::new(store), validators))
 }
 
 /// Starts every part of the server and returns once it is listening and ready.
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServer, Error> {
     let metrics = Arc::new(Metrics::new());
-    let (store, validators): (Arc<dyn CredentialStore>, Validators) = match config.mode {
-        Mode::Standalone => {
+    let standalone_jwks = match config.mode {
+        Mode::Standalone => jwks::from_configuration(&config, clock.clone()).transpose()?,
+        Mode::Kubernetes => None,
+    };
+    let (store, validators): (Arc<dyn CredentialStore>, Validators) = match (
+        config.mode,
+        standalone_jwks,
+    ) {
+        // Dapr: a configured JWKS validator is the only one, with no default.
+        (Mode::Standalone, Some(jwks)) => {
+            let store = FileStore::new(&config.credentials_dir, config.file_names.clone());
+            (
+                Arc::new(store),
+                Validators::new().with(started_jwks(jwks), false),
+            )
+        }
+        (Mode::Standalone, None) => {
             if !config.listen.ip().is_loopback() && !config.insecure_allow_remote {
                 return Err(Error::Config(format!(
                     "standalone mode uses the insecure validator, which believes any caller; refusing to listen on {} (a non-loopback address) without --insecure-allow-remote",
@@ -178,7 +206,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
                 Validators::new().with(Arc::new(InsecureValidator), true),
             )
         }
-        Mode::Kubernetes => kubernetes_parts(&config, metrics.clone(), clock.clone()).await?,
+        (Mode::Kubernetes, _) => kubernetes_parts(&config, metrics.clone(), clock.clone()).await?,
     };
 
     let (authority, files) = load_or_generate(&*store, &config, &*clock).await?;

@@ -14,6 +14,8 @@ use crate::Error;
 
 pub mod cache;
 pub mod insecure;
+pub mod jwks;
+pub mod jwt;
 pub mod kubernetes;
 
 /// The validators Dapr defines, with Dapr's enum numbers.
