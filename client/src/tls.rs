@@ -239,30 +239,41 @@ impl SvidSource {
     /// A server configuration for mTLS: serves the current SVID, requires a client
     /// certificate that chains to the current anchors and whose SPIFFE ID `authorizer`
     /// allows. Set `alpn_protocols` on the result as the protocol needs.
+    ///
+    /// Session resumption is off (no session cache, no tickets): a resumed session would
+    /// skip the certificate check, so a peer whose root was removed, whose certificate
+    /// expired or that is no longer authorized could come back without being checked, and
+    /// the certificate a resumed peer sees would be the one from the first handshake.
     pub fn server_config(&self, authorizer: PeerAuthorizer) -> Result<rustls::ServerConfig, Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Ok(rustls::ServerConfig::builder_with_provider(provider)
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Tls(e.to_string()))?
             .with_client_cert_verifier(self.verifier(authorizer))
             .with_cert_resolver(Arc::new(CurrentSvid {
                 svid: self.svid_receiver(),
-            })))
+            }));
+        cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        cfg.send_tls13_tickets = 0;
+        Ok(cfg)
     }
 
     /// A client configuration for mTLS: presents the current SVID and accepts a server
     /// whose chain verifies to the current anchors and whose SPIFFE ID `authorizer` allows
-    /// (the server name is not checked).
+    /// (the server name is not checked). Session resumption is off, for the reasons given
+    /// on [`SvidSource::server_config`].
     pub fn client_config(&self, authorizer: PeerAuthorizer) -> Result<rustls::ClientConfig, Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Ok(rustls::ClientConfig::builder_with_provider(provider)
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Tls(e.to_string()))?
             .dangerous()
             .with_custom_certificate_verifier(self.verifier(authorizer))
             .with_client_cert_resolver(Arc::new(CurrentSvid {
                 svid: self.svid_receiver(),
-            })))
+            }));
+        cfg.resumption = rustls::client::Resumption::disabled();
+        Ok(cfg)
     }
 }
 

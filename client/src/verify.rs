@@ -88,23 +88,43 @@ pub(crate) fn spiffe_id_of(leaf: &[u8]) -> Result<SpiffeId, Refusal> {
     }
 }
 
+/// The reason carried inside a rustls error. Its `Debug` is the plain message, because
+/// rustls prints `CertificateError::Other` with `Debug`.
+struct Reason(String);
+
+impl std::fmt::Debug for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Reason {}
+
+fn other(msg: String) -> rustls::CertificateError {
+    rustls::CertificateError::Other(rustls::OtherError(std::sync::Arc::new(Reason(msg))))
+}
+
 /// Maps a refusal to what rustls reports to the peer and the caller.
 pub(crate) fn to_rustls(r: Refusal) -> rustls::Error {
     use rustls::CertificateError as C;
     let e = match r {
         Refusal::Chain(e) => match e {
-            webpki::Error::CertExpired { .. } => C::Expired,
-            webpki::Error::CertNotValidYet { .. } => C::NotValidYet,
+            webpki::Error::CertExpired { time, not_after } => C::ExpiredContext { time, not_after },
+            webpki::Error::CertNotValidYet { time, not_before } => {
+                C::NotValidYetContext { time, not_before }
+            }
             webpki::Error::UnknownIssuer => C::UnknownIssuer,
             webpki::Error::InvalidSignatureForPublicKey => C::BadSignature,
             webpki::Error::BadDer | webpki::Error::BadDerTime => C::BadEncoding,
-            other => C::Other(rustls::OtherError(std::sync::Arc::new(
-                crate::Error::PeerRefused(format!("chain does not verify: {other}")),
-            ))),
+            other_error => other(format!("chain does not verify: {other_error}")),
         },
-        Refusal::Identity(msg) => C::Other(rustls::OtherError(std::sync::Arc::new(
-            crate::Error::PeerRefused(msg),
-        ))),
+        Refusal::Identity(msg) => other(msg),
     };
     rustls::Error::InvalidCertificate(e)
 }
