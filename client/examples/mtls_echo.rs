@@ -12,7 +12,7 @@
 //! `echo-server`. Each round opens a new connection, so renewed certificates show up as
 //! new serials without restarting anything.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,12 +32,12 @@ fn default_anchors() -> PathBuf {
     data.join("credentials").join("ca.crt")
 }
 
-fn workload(sentry: &str, anchors: &PathBuf, app: &str) -> Result<SvidSource, sigil_client::Error> {
+fn workload(sentry: &str, anchors: &Path, app: &str) -> Result<SvidSource, sigil_client::Error> {
     let config = SourceConfig::new(
         sentry,
         app,
         "default",
-        TrustAnchorSource::File(anchors.clone()),
+        TrustAnchorSource::File(anchors.to_path_buf()),
     )?;
     SvidSource::start(config)
 }
