@@ -26,7 +26,11 @@ L=target/release/sigil-loadgen
 # "requests/s on one core" mean what they say and neither side steals the other's core.
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
-pin() { local cpu=$1; shift; if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then taskset -c "$cpu" "$@"; else "$@"; fi; }
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+  PIN_SERVER=(taskset -c "$SERVER_CPU"); PIN_CLIENT=(taskset -c "$CLIENT_CPU")
+else
+  PIN_SERVER=(); PIN_CLIENT=()
+fi
 
 echo "== machine"
 echo "nproc: $(nproc)"
@@ -42,7 +46,7 @@ start_sigil() { # $1 = key type, $2 = dir
   port=$(free_port); hport=$(free_port); mport=$(free_port)
   "$S" ca init --out "$2" --key-type "$1" --trust-domain localhost >/dev/null
   local t0; t0=$(date +%s%N)
-  pin "$SERVER_CPU" "$S" serve --issuer-credentials "$2" --port "$port" --healthz-port "$hport" --metrics-port "$mport" \
+  "${PIN_SERVER[@]}" "$S" serve --issuer-credentials "$2" --port "$port" --healthz-port "$hport" --metrics-port "$mport" \
      --config /nonexistent --log-level warn 2>"$2.log" &
   SIGIL_PID=$!; pids+=("$SIGIL_PID")
   until curl -sf "http://127.0.0.1:$hport/healthz" >/dev/null; do sleep 0.005; done
@@ -54,7 +58,7 @@ start_sigil() { # $1 = key type, $2 = dir
 results=()
 run() { # label, then loadgen args
   local label=$1; shift
-  local line; line=$(pin "$CLIENT_CPU" "$L" --label "$label" "$@" 2>/dev/null)
+  local line; line=$("${PIN_CLIENT[@]}" "$L" --label "$label" "$@" 2>/dev/null)
   echo "$line"
   results+=("$line")
 }
@@ -93,7 +97,7 @@ echo "after load: RSS $(awk '/VmRSS/{printf "%.1f MiB", $2/1024}' /proc/$SIGIL_P
 echo
 cpu_of() { printf '%s\n' "${results[@]}" | grep "^$1 " | sed -E 's/.* server_cpu_ms_per_cert=([0-9.]+).*/\1/'; }
 echo "== physical limit on one core from the openssl figures above: 1/(1/sign + 1/verify)"
-openssl speed -seconds 1 ed25519 ecdsap256 2>/dev/null | awk '/^ *256 bits ecdsa/ {printf "p256: %.0f certificates/s\n", 1/(1/$5+1/$6)} /^ *253 bits EdDSA/ {printf "ed25519: %.0f certificates/s\n", 1/(1/$5+1/$6)}'
+openssl speed -seconds 1 ed25519 ecdsap256 2>/dev/null | awk '/^ *256 bits ecdsa/ {printf "p256: %.0f certificates/s\n", 1/(1/$7+1/$8)} /^ *253 bits EdDSA/ {printf "ed25519: %.0f certificates/s\n", 1/(1/$7+1/$8)}'
 for l in sigil-ed25519-c32 sigil-p256-c32; do
   c=$(cpu_of "$l"); echo "$l: $c ms server CPU per certificate = $(python3 -c "print(f'{1000/$c:.0f}')") certificates/s per core"
 done
