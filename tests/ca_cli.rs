@@ -378,7 +378,7 @@ fn hostile_credentials_are_refused_by_serve_and_import() {
         let before = snapshot(&dir);
         let out = serve_refuses(&dir);
         let said = text(&out);
-        let serve_said = said.trim().to_string();
+        let serve_said = said.trim().lines().last().unwrap_or_default().to_string();
         if out.status.success() || !said.contains(words) {
             failures.push(format!(
                 "serve, {label}: exit {:?}, want a refusal containing {words:?}: {said}",
