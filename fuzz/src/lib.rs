@@ -76,13 +76,32 @@ pub fn independently_verified_csr_spki(input: &[u8]) -> Option<Vec<u8>> {
     let der: &[u8] = if input.first() == Some(&0x30) {
         input
     } else {
-        let (_, pem) = x509_parser::pem::parse_x509_pem(input).ok()?;
-        der_owned = pem.contents;
+        der_owned = match x509_parser::pem::parse_x509_pem(input) {
+            Ok((_, pem)) => pem.contents,
+            // RFC 7468's lax reading allows whitespace anywhere in the base64 text, and so
+            // does Sigil; x509-parser's reader does not, so decode such input here.
+            Err(_) => lax_pem_body(input)?,
+        };
         &der_owned
     };
     let (_, csr) = X509CertificationRequest::from_der(der).ok()?;
     csr.verify_signature().ok()?;
     Some(csr.certification_request_info.subject_pki.raw.to_vec())
+}
+
+/// The base64 body between the first `-----BEGIN ...-----` line and the next
+/// `-----END ...-----` line, with all ASCII whitespace removed, decoded.
+fn lax_pem_body(input: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let text = std::str::from_utf8(input).ok()?;
+    let begin = text.find("-----BEGIN ")?;
+    let after_begin = begin + text[begin..].find('\n')? + 1;
+    let end = after_begin + text[after_begin..].find("-----END ")?;
+    let body: String = text[after_begin..end]
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
 /// The SPIFFE ID rules, written out a second time without Sigil's code, so the fuzzer can

@@ -41,7 +41,7 @@ pub fn parse_certificates(what: &'static str, pem_text: &[u8]) -> Result<Vec<Vec
         }
         let der = block.into_contents();
         match x509_parser::certificate::X509Certificate::from_der(&der) {
-            Ok((rest, _)) if rest.is_empty() => {}
+            Ok(([], _)) => {}
             Ok(_) => {
                 return Err(Error::CertificateMalformed {
                     what,

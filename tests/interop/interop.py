@@ -7,7 +7,8 @@ type. Each answer is judged by:
 
 - shape: workload_certificate = leaf + issuer (no root); trust_chain_certificates = one
   element holding the roots; valid_until = leaf NotAfter; leaf key = CSR key; one URI SAN.
-- openssl verify -CAfile ca.crt -untrusted issuer leaf
+- openssl verify -CAfile ca.crt -untrusted issuer leaf (plain, and -x509_strict with
+  -purpose sslclient and sslserver)
 - cryptography's x509.verification (client verifier and server verifier)
 - pkilint (RFC 5280 linter): no ERROR/FATAL finding on leaf, issuer, root
 - py-spiffe: X509Svid.parse, and the SPIFFE ID it reports
@@ -208,13 +209,15 @@ def check_openssl(tmp, leaf, issuer, ca_path):
         f.write(pem(leaf))
     with open(issuer_path, "wb") as f:
         f.write(pem(issuer))
-    r = subprocess.run(
-        ["openssl", "verify", "-CAfile", ca_path, "-untrusted", issuer_path, leaf_path],
-        capture_output=True, text=True,
-    )
-    if r.returncode == 0 and r.stdout.strip().endswith(": OK"):
-        return PASS, ""
-    return FAIL, (r.stdout + r.stderr).strip()
+    # Plain, then strict RFC 5280 checks for each TLS role an SVID plays.
+    for extra in ([], ["-x509_strict", "-purpose", "sslclient"], ["-x509_strict", "-purpose", "sslserver"]):
+        r = subprocess.run(
+            ["openssl", "verify", *extra, "-CAfile", ca_path, "-untrusted", issuer_path, leaf_path],
+            capture_output=True, text=True,
+        )
+        if r.returncode != 0 or not r.stdout.strip().endswith(": OK"):
+            return FAIL, f"openssl verify {' '.join(extra)}: " + (r.stdout + r.stderr).strip()
+    return PASS, ""
 
 
 def has_ed25519(*certs) -> bool:
