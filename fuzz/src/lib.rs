@@ -68,38 +68,42 @@ pub fn split_fields(data: &[u8], n: usize) -> (Vec<String>, &[u8]) {
 }
 
 /// What an independent reading of a CSR says: the request parses and its self-signature
-/// verifies. Uses x509-parser's own PEM reader, not the `pem` crate Sigil uses, so a bug in
-/// Sigil's PEM handling cannot hide itself. Returns the DER SubjectPublicKeyInfo.
+/// verifies. Reads PEM with x509-parser's reader or a lax base64 reading of its own, never
+/// with the `pem` crate Sigil uses, so a bug in Sigil's PEM handling cannot hide itself.
+/// Returns the DER SubjectPublicKeyInfo.
 pub fn independently_verified_csr_spki(input: &[u8]) -> Option<Vec<u8>> {
+    if input.first() == Some(&0x30) {
+        return verified_spki(input);
+    }
+    // x509-parser's PEM reader is strict about line structure; RFC 7468's lax reading, like
+    // Sigil's, allows whitespace of any kind anywhere in the base64 text (vertical tab
+    // included). Either reading must give a request that verifies.
+    let strict = x509_parser::pem::parse_x509_pem(input)
+        .ok()
+        .and_then(|(_, pem)| verified_spki(&pem.contents));
+    strict.or_else(|| verified_spki(&lax_pem_body(input)?))
+}
+
+fn verified_spki(der: &[u8]) -> Option<Vec<u8>> {
     use x509_parser::prelude::*;
-    let der_owned;
-    let der: &[u8] = if input.first() == Some(&0x30) {
-        input
-    } else {
-        der_owned = match x509_parser::pem::parse_x509_pem(input) {
-            Ok((_, pem)) => pem.contents,
-            // RFC 7468's lax reading allows whitespace anywhere in the base64 text, and so
-            // does Sigil; x509-parser's reader does not, so decode such input here.
-            Err(_) => lax_pem_body(input)?,
-        };
-        &der_owned
-    };
     let (_, csr) = X509CertificationRequest::from_der(der).ok()?;
     csr.verify_signature().ok()?;
     Some(csr.certification_request_info.subject_pki.raw.to_vec())
 }
 
-/// The base64 body between the first `-----BEGIN ...-----` line and the next
-/// `-----END ...-----` line, with all ASCII whitespace removed, decoded.
+/// The base64 body of the first PEM block, read as laxly as possible: everything between
+/// the end of the `-----BEGIN ...-----` marker and `-----END`, keeping only base64 alphabet
+/// characters. Whatever Sigil's PEM reader tolerated (whitespace of any kind, in any place),
+/// the DER decoded here must then still verify and carry the key Sigil accepted.
 fn lax_pem_body(input: &[u8]) -> Option<Vec<u8>> {
     use base64::Engine;
-    let text = std::str::from_utf8(input).ok()?;
-    let begin = text.find("-----BEGIN ")?;
-    let after_begin = begin + text[begin..].find('\n')? + 1;
-    let end = after_begin + text[after_begin..].find("-----END ")?;
-    let body: String = text[after_begin..end]
+    let text = String::from_utf8_lossy(input);
+    let begin = text.find("-----BEGIN ")? + "-----BEGIN ".len();
+    let body_start = begin + text[begin..].find("-----")? + "-----".len();
+    let body_end = body_start + text[body_start..].find("-----END ")?;
+    let body: String = text[body_start..body_end]
         .chars()
-        .filter(|c| !c.is_ascii_whitespace())
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
         .collect();
     base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
