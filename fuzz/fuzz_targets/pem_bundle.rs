@@ -10,6 +10,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(ders) = pem_bundle::parse_certificates("fuzz", data) {
         assert!(!ders.is_empty() && ders.len() <= pem_bundle::MAX_CERTS);
         for der in &ders {
+            assert_eq!(
+                der.first(),
+                Some(&0x30),
+                "accepted a certificate that is not a SEQUENCE"
+            );
             let (rest, _) = X509Certificate::from_der(der).expect("accepted a non-certificate");
             assert!(rest.is_empty());
         }
