@@ -87,6 +87,12 @@ impl ValidatedCsr {
                 max: MAX_CSR_BYTES,
             });
         }
+        // x509-parser does not check the outer tag; DER demands a SEQUENCE (found by fuzzing).
+        if der.first() != Some(&0x30) {
+            return Err(Error::CsrMalformed(
+                "the request is not a DER SEQUENCE".into(),
+            ));
+        }
         let (rest, csr) = X509CertificationRequest::from_der(der)
             .map_err(|e| Error::CsrMalformed(e.to_string()))?;
         if !rest.is_empty() {
@@ -429,6 +435,18 @@ pub(crate) mod tests {
             Err(Error::CsrEncoding(_))
         ));
         let mut der = pem::parse(&good).unwrap().into_contents();
+        // Outer tag other than SEQUENCE (0xb0 was accepted by x509-parser).
+        let mut retagged = der.clone();
+        retagged[0] = 0xb0;
+        assert!(matches!(
+            ValidatedCsr::from_der(&retagged),
+            Err(Error::CsrMalformed(_))
+        ));
+        let retagged_pem = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", retagged));
+        assert!(matches!(
+            ValidatedCsr::parse(retagged_pem.as_bytes()),
+            Err(Error::CsrMalformed(_))
+        ));
         der.push(0);
         assert!(matches!(
             ValidatedCsr::parse(&der),

@@ -40,8 +40,16 @@ pub fn parse_certificates(what: &'static str, pem_text: &[u8]) -> Result<Vec<Vec
             });
         }
         let der = block.into_contents();
+        // x509-parser does not check the outer tag; DER demands a SEQUENCE.
+        if der.first() != Some(&0x30) {
+            return Err(Error::CertificateMalformed {
+                what,
+                index: i + 1,
+                reason: "not a DER SEQUENCE".into(),
+            });
+        }
         match x509_parser::certificate::X509Certificate::from_der(&der) {
-            Ok((&[], _)) => {}
+            Ok(([], _)) => {}
             Ok(_) => {
                 return Err(Error::CertificateMalformed {
                     what,
@@ -77,6 +85,18 @@ pub fn to_pem<D: AsRef<[u8]>>(ders: &[D]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refuses_a_certificate_that_is_not_a_sequence() {
+        let (files, _) = crate::authority::tests::generated();
+        let mut der = parse_certificates("x", &files.ca_crt).unwrap().remove(0);
+        der[0] = 0xb0;
+        let text = pem::encode(&pem::Pem::new("CERTIFICATE", der));
+        assert!(matches!(
+            parse_certificates("x", text.as_bytes()),
+            Err(Error::CertificateMalformed { index: 1, .. })
+        ));
+    }
 
     #[test]
     fn refuses_empty_foreign_and_broken_blocks() {
