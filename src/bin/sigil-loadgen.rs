@@ -120,9 +120,10 @@ async fn connect(args: &Args, endpoint: &Option<Endpoint>) -> Result<Conn, Strin
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
             tcp.set_nodelay(true).ok();
-            let (send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                .await
-                .map_err(|e| format!("http handshake: {e}"))?;
+            let (send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                    .await
+                    .map_err(|e| format!("http handshake: {e}"))?;
             tokio::spawn(conn);
             Ok(Conn::Http(send))
         }
@@ -141,7 +142,10 @@ async fn one(conn: &mut Conn, csr_pem: &str, i: usize, addr: &str) -> Result<(),
                 token_validator: TokenValidator::Insecure as i32,
                 jwt_audiences: vec![],
             };
-            let resp = client.sign_certificate(req).await.map_err(|s| s.to_string())?;
+            let resp = client
+                .sign_certificate(req)
+                .await
+                .map_err(|s| s.to_string())?;
             if resp.get_ref().workload_certificate.is_empty() {
                 return Err("empty certificate".into());
             }
@@ -216,7 +220,8 @@ async fn run(args: Args) {
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
-        let (args, next, csrs, endpoint) = (args.clone(), next.clone(), csrs.clone(), endpoint.clone());
+        let (args, next, csrs, endpoint) =
+            (args.clone(), next.clone(), csrs.clone(), endpoint.clone());
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = Vec::new();
