@@ -468,10 +468,10 @@ impl JwtSigningKey {
 
     /// PKCS#8 PEM of the private key, in a buffer wiped on drop.
     pub fn to_pem(&self) -> Zeroizing<String> {
-        Zeroizing::new(pem::encode(&pem::Pem::new(
-            "PRIVATE KEY",
-            self.pkcs8.as_slice().to_vec(),
-        )))
+        let block = pem::Pem::new("PRIVATE KEY", self.pkcs8.as_slice().to_vec());
+        let text = Zeroizing::new(pem::encode(&block));
+        block.into_contents().zeroize();
+        text
     }
 
     /// The public JWK: key members plus `kid`, `alg` and `use: "sig"`.
