@@ -194,7 +194,7 @@ impl Ca for CaService {
                 };
                 Ok(Response::new(SignCertificateResponse {
                     workload_certificate: issued.chain_pem.into_bytes(),
-                    trust_chain_certificates: vec![authority.trust_bundle().to_pem().into_bytes()],
+                    trust_chain_certificates: vec![authority.anchors_pem().as_bytes().to_vec()],
                     valid_until: Some(valid_until),
                     jwt: jwts.as_ref().map(|j| j.jwt.clone()),
                     per_audience_jwts: jwts.map(|j| j.per_audience).unwrap_or_default(),

@@ -12,6 +12,9 @@ use sigil_pki::{IssuePolicy, JwsAlgorithm, KeyType, Namespace, TrustDomain};
 
 use crate::Error;
 
+/// Control-plane trust domain in kubernetes mode when the Configuration names none (Dapr's).
+pub const DEFAULT_CONTROL_PLANE_TRUST_DOMAIN: &str = "cluster.local";
+
 /// Where the server runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
 pub enum Mode {
@@ -435,8 +438,6 @@ impl ServeArgs {
             }
         }
 
-        let trust_domain = TrustDomain::new(&self.trust_domain)
-            .map_err(|e| Error::Config(format!("--trust-domain: {e}")))?;
         let namespace = Namespace::new(&self.namespace)
             .map_err(|e| Error::Config(format!("NAMESPACE: {e}")))?;
 
@@ -446,6 +447,21 @@ impl ServeArgs {
             (None, Mode::Kubernetes) => DaprConfiguration::default(),
         };
         let mtls = &dapr_config.spec.mtls;
+        // Kubernetes mode: the control plane's trust domain is the Configuration's
+        // controlPlaneTrustDomain (default cluster.local); an explicit --trust-domain other
+        // than the standalone default is honoured when the Configuration names none.
+        let trust_domain = match (self.mode, mtls.control_plane_trust_domain.as_deref()) {
+            (Mode::Kubernetes, Some(td)) if !td.is_empty() => {
+                TrustDomain::new(td).map_err(|e| {
+                    Error::Config(format!("Configuration controlPlaneTrustDomain: {e}"))
+                })?
+            }
+            (Mode::Kubernetes, _) if self.trust_domain == "localhost" => {
+                TrustDomain::new(DEFAULT_CONTROL_PLANE_TRUST_DOMAIN).map_err(Error::Ca)?
+            }
+            _ => TrustDomain::new(&self.trust_domain)
+                .map_err(|e| Error::Config(format!("--trust-domain: {e}")))?,
+        };
         let from_config = |v: &Option<String>, what: &str| -> Result<Option<Duration>, Error> {
             v.as_deref()
                 .map(|s| {
@@ -913,6 +929,27 @@ mod tests {
             v.extend_from_slice(bad);
             assert!(args(&v).into_config(None).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn kubernetes_mode_trust_domain_comes_from_the_configuration() {
+        let c = args(&["--mode", "kubernetes"])
+            .into_config(Some(DaprConfiguration::default()))
+            .unwrap();
+        assert_eq!(c.trust_domain.as_str(), "cluster.local");
+        assert_eq!(c.listen.ip(), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let cfg = DaprConfiguration::from_yaml(
+            "spec:\n  mtls:\n    controlPlaneTrustDomain: example.org\n",
+        )
+        .unwrap();
+        let c = args(&["--mode", "kubernetes", "--trust-domain", "other.org"])
+            .into_config(Some(cfg))
+            .unwrap();
+        assert_eq!(c.trust_domain.as_str(), "example.org");
+        let c = args(&["--mode", "kubernetes", "--trust-domain", "other.org"])
+            .into_config(Some(DaprConfiguration::default()))
+            .unwrap();
+        assert_eq!(c.trust_domain.as_str(), "other.org");
     }
 
     #[test]

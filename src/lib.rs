@@ -15,6 +15,7 @@
 //! - [`jwt`]: JWT-SVIDs next to every certificate: signing key, published JWKS, rotation.
 //! - [`oidc`]: the OIDC discovery server (`/.well-known/openid-configuration`, `/jwks.json`).
 //! - [`observe`]: metrics, health, audit log.
+//! - [`cluster`]: the Kubernetes API client (kubernetes mode).
 //! - [`server`]: wiring and graceful shutdown.
 //!
 //! Errors are one enum ([`Error`]); its [`Error::code`] is the single place where failures
@@ -23,6 +24,7 @@
 
 pub mod ca_service;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 mod error;
 pub mod jwt;

@@ -30,6 +30,8 @@ enum Command {
     /// Create, import, inspect CA material; issue offline.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Obtain a workload certificate from Sigil/Sentry and write it to files.
+    Request(Box<sigil::cli::request::RequestArgs>),
     /// Print the version.
     Version,
 }
@@ -49,7 +51,7 @@ fn init_logging(level: &str, json: bool) {
 
 async fn serve(args: ServeArgs) -> Result<(), sigil::Error> {
     init_logging(&args.log_level, args.log_as_json);
-    let config = args.into_config(None)?;
+    let config = sigil::cluster::config_from_args(args).await?;
     let clock: Arc<dyn sigil_pki::Clock> = Arc::new(sigil_pki::SystemClock);
     let server = sigil::server::start(config, clock).await?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -67,6 +69,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Ca(cmd)) => sigil::cli::ca::run(cmd),
+        Some(Command::Request(args)) => {
+            init_logging(&args.log_level, false);
+            Ok(sigil::cli::request::run(*args))
+        }
         Some(Command::Version) => {
             println!("sigil {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

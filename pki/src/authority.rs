@@ -131,6 +131,8 @@ pub struct Authority {
     /// Issuer first, then intermediates; never the root.
     pub(crate) chain: Vec<Vec<u8>>,
     pub(crate) chain_pem: String,
+    /// The anchors as one PEM blob, encoded once: every response carries it.
+    pub(crate) anchors_pem: String,
     pub(crate) issuer: rcgen::Issuer<'static, PrivateKey>,
     pub(crate) issuer_subject: String,
     /// Every certificate on the path with its role, for expiry reporting.
@@ -518,6 +520,7 @@ impl Authority {
         drop(parsed);
         let chain_pem = pem_bundle::to_pem(&chain);
         Ok(Self {
+            anchors_pem: anchors.to_pem(),
             anchors,
             chain,
             chain_pem,
@@ -572,6 +575,11 @@ impl Authority {
     /// The trust anchors.
     pub fn trust_bundle(&self) -> &TrustBundle {
         &self.anchors
+    }
+
+    /// All trust anchors as one PEM blob (Dapr's `trust_chain_certificates` element).
+    pub fn anchors_pem(&self) -> &str {
+        &self.anchors_pem
     }
 
     /// Issuer chain PEM (issuer first, no root).

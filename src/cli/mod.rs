@@ -1,3 +1,4 @@
 //! Command-line subcommands other than `serve`.
 
 pub mod ca;
+pub mod request;

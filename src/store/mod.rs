@@ -10,6 +10,7 @@ use sigil_pki::CaFiles;
 use crate::Error;
 
 pub mod file;
+pub mod kubernetes;
 
 /// A place that holds one set of CA files.
 #[async_trait::async_trait]

@@ -12,7 +12,11 @@ use sigil_pki::{AppId, Namespace, TrustDomain};
 
 use crate::Error;
 
+pub mod cache;
 pub mod insecure;
+pub mod jwks;
+pub mod jwt;
+pub mod kubernetes;
 
 /// The validators Dapr defines, with Dapr's enum numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -1,0 +1,173 @@
+"""Sigil's RBAC is least privilege: fail on any grant beyond the list below.
+
+The list is the whole of what Sigil may do in the API:
+- cluster-wide: create TokenReviews; get pods; get/list/watch Dapr Configurations;
+- in its own namespace, on the Secret and the ConfigMap `dapr-trust-bundle` only:
+  get/list/watch/update/patch. Never `create` (it cannot be limited by name; the chart
+  creates both objects) and never `delete`.
+"""
+
+import copy
+
+import pytest
+
+from conftest import find
+
+TRUST_BUNDLE = "dapr-trust-bundle"
+SERVICE_ACCOUNT = "dapr-sentry"
+
+# (apiGroup, resource) -> allowed verbs, for the ClusterRole.
+CLUSTER_ALLOWED = {
+    ("authentication.k8s.io", "tokenreviews"): {"create"},
+    ("", "pods"): {"get"},
+    ("dapr.io", "configurations"): {"get", "list", "watch"},
+}
+# For the namespaced Role: every rule must name only the trust bundle.
+NAMESPACE_ALLOWED = {
+    ("", "secrets"): {"get", "list", "watch", "update", "patch"},
+    ("", "configmaps"): {"get", "list", "watch", "update", "patch"},
+}
+RBAC_KINDS = {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+
+
+def grants(rule: dict):
+    """Every (group, resource, verb) a rule grants."""
+    for group in rule.get("apiGroups", []):
+        for resource in rule.get("resources", []):
+            for verb in rule.get("verbs", []):
+                yield group, resource, verb
+
+
+def rbac_violations(docs: list, namespace: str) -> list:
+    """Everything in `docs` that grants more than the allowed list, or grants it to
+    someone other than Sigil's service account."""
+    problems = []
+    roles = {}
+    for d in docs:
+        kind, name = d["kind"], d["metadata"]["name"]
+        if kind not in ("Role", "ClusterRole"):
+            continue
+        roles[(kind, name)] = d
+        where = f"{kind} {name}"
+        if kind == "Role" and d["metadata"].get("namespace") != namespace:
+            problems.append(f"{where}: not in namespace {namespace}")
+        if "aggregationRule" in d:
+            problems.append(f"{where}: aggregationRule pulls in other roles' rules")
+        allowed = CLUSTER_ALLOWED if kind == "ClusterRole" else NAMESPACE_ALLOWED
+        for i, rule in enumerate(d.get("rules") or []):
+            at = f"{where} rule {i}"
+            if rule.get("nonResourceURLs"):
+                problems.append(f"{at}: nonResourceURLs {rule['nonResourceURLs']}")
+            for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+                if "*" in (rule.get(field) or []):
+                    problems.append(f"{at}: wildcard in {field}")
+            names = rule.get("resourceNames") or []
+            if kind == "Role" and (not names or set(names) != {TRUST_BUNDLE}):
+                problems.append(f"{at}: must be limited to resourceNames [{TRUST_BUNDLE}], has {names}")
+            for group, resource, verb in grants(rule):
+                if verb not in allowed.get((group, resource), set()):
+                    problems.append(f"{at}: grants {verb} on {group or 'core'}/{resource}")
+
+    for d in docs:
+        kind, name = d["kind"], d["metadata"]["name"]
+        if kind not in ("RoleBinding", "ClusterRoleBinding"):
+            continue
+        where = f"{kind} {name}"
+        ref = d.get("roleRef", {})
+        want_kind = "ClusterRole" if kind == "ClusterRoleBinding" else "Role"
+        if ref.get("kind") != want_kind:
+            problems.append(f"{where}: binds a {ref.get('kind')}, expected a {want_kind}")
+        elif (ref.get("kind"), ref.get("name")) not in roles:
+            problems.append(f"{where}: binds {ref.get('kind')} {ref.get('name')}, which the chart does not define")
+        if kind == "RoleBinding" and d["metadata"].get("namespace") != namespace:
+            problems.append(f"{where}: not in namespace {namespace}")
+        subjects = d.get("subjects") or []
+        expected = [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": namespace}]
+        if subjects != expected:
+            problems.append(f"{where}: subjects {subjects}, expected only {expected}")
+    return problems
+
+
+def granted(docs: list) -> set:
+    out = set()
+    for d in docs:
+        if d["kind"] in ("Role", "ClusterRole"):
+            for rule in d.get("rules") or []:
+                out.update((d["kind"],) + g for g in grants(rule))
+    return out
+
+
+def needed() -> set:
+    out = set()
+    for kind, table in (("ClusterRole", CLUSTER_ALLOWED), ("Role", NAMESPACE_ALLOWED)):
+        for (group, resource), verbs in table.items():
+            out.update((kind, group, resource, v) for v in verbs)
+    return out
+
+
+def test_shipped_manifests_grant_nothing_beyond_the_list(shipped):
+    assert rbac_violations(shipped, "dapr-system") == []
+
+
+def test_shipped_manifests_grant_what_sigil_needs(shipped):
+    # Less would break Sigil at run time: the list is exact, not only an upper bound.
+    assert granted(shipped) == needed()
+
+
+def test_shipped_rbac_objects(shipped):
+    kinds = sorted(d["kind"] for d in shipped if d["kind"] in RBAC_KINDS)
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+
+
+@pytest.mark.parametrize("namespace", ["dapr-system", "other-ns"])
+def test_rendered_rbac_follows_the_release_namespace(render, namespace):
+    docs = render(namespace=namespace, release="rel")
+    assert rbac_violations(docs, namespace) == []
+    assert granted(docs) == needed()
+    # Cluster-scoped names carry the namespace: two installs never share a ClusterRole.
+    cluster_role = find(docs, "ClusterRole")[0]["metadata"]["name"]
+    assert namespace in cluster_role
+
+
+def test_rbac_does_not_depend_on_values(render):
+    # Values that change other objects must not widen or narrow RBAC.
+    docs = render(values={
+        "replicaCount": 1, "metrics": {"enabled": False},
+        "daprConfiguration": {"create": True},
+        "tls": {"root": {"certPEM": "r"}, "issuer": {"certPEM": "c", "keyPEM": "k"}},
+    })
+    assert rbac_violations(docs, "dapr-system") == []
+    assert granted(docs) == needed()
+
+
+# The checker itself must catch what it is there to catch.
+
+def mutate(docs: list, kind: str, change) -> list:
+    docs = copy.deepcopy(docs)
+    change(next(d for d in docs if d["kind"] == kind))
+    return docs
+
+
+@pytest.mark.parametrize("kind,change,expect", [
+    ("ClusterRole", lambda d: d["rules"][1]["verbs"].append("list"), "grants list on core/pods"),
+    ("ClusterRole", lambda d: d["rules"].append(
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}), "grants get on core/secrets"),
+    ("ClusterRole", lambda d: d["rules"][0].update(verbs=["*"]), "wildcard in verbs"),
+    ("ClusterRole", lambda d: d["rules"].append(
+        {"nonResourceURLs": ["/metrics"], "verbs": ["get"]}), "nonResourceURLs"),
+    ("ClusterRole", lambda d: d.update(aggregationRule={"clusterRoleSelectors": []}), "aggregationRule"),
+    ("ClusterRole", lambda d: d["rules"][1]["resources"].append("pods/exec"), "core/pods/exec"),
+    ("Role", lambda d: d["rules"][0].pop("resourceNames"), "must be limited to resourceNames"),
+    ("Role", lambda d: d["rules"][0]["resourceNames"].append("other"), "must be limited to resourceNames"),
+    ("Role", lambda d: d["rules"][0]["verbs"].append("create"), "grants create on core/secrets"),
+    ("Role", lambda d: d["rules"][0]["verbs"].append("delete"), "grants delete on core/configmaps"),
+    ("Role", lambda d: d["rules"][0]["resources"].append("serviceaccounts"), "core/serviceaccounts"),
+    ("Role", lambda d: d["metadata"].update(namespace="kube-system"), "not in namespace"),
+    ("RoleBinding", lambda d: d["subjects"].append(
+        {"kind": "Group", "name": "system:authenticated"}), "subjects"),
+    ("ClusterRoleBinding", lambda d: d["roleRef"].update(name="cluster-admin"), "does not define"),
+    ("RoleBinding", lambda d: d["roleRef"].update(kind="ClusterRole"), "expected a Role"),
+])
+def test_checker_catches_widened_rbac(shipped, kind, change, expect):
+    problems = rbac_violations(mutate(shipped, kind, change), "dapr-system")
+    assert any(expect in p for p in problems), problems

@@ -1,0 +1,322 @@
+//! CA material in the cluster: Secret `dapr-trust-bundle` (`ca.crt`, `issuer.crt`,
+//! `issuer.key`) and ConfigMap `dapr-trust-bundle` (`ca.crt`, for everyone who needs the
+//! trust anchors but must not read the key), in Sigil's namespace.
+//!
+//! The Secret is the source of truth. The ConfigMap is made to match it (created when
+//! missing, rewritten when its `ca.crt` differs); a disagreement never causes a new CA to be
+//! generated (Dapr does, and overwrites users' certificates: #9563). Every write carries the
+//! API server's conflict detection: a create fails with 409 when the object appeared in
+//! between, an update fails with 409 when the `resourceVersion` it was based on is stale.
+//! The loser re-reads and adopts what the winner wrote, so several replicas starting at
+//! once on an empty Secret end up with one CA (Dapr #2187). A Secret holding only some of
+//! the three keys is an error for a person to resolve. Key material is never logged.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::ByteString;
+use kube::api::PostParams;
+use kube::{Api, Client};
+use sigil_pki::CaFiles;
+use zeroize::{Zeroize, Zeroizing};
+
+use super::CredentialStore;
+use crate::cluster::{self, ApiFailure};
+use crate::Error;
+
+/// Name of the Secret and of the ConfigMap.
+pub const TRUST_BUNDLE_NAME: &str = "dapr-trust-bundle";
+/// Trust anchors key (Secret and ConfigMap).
+pub const KEY_CA: &str = "ca.crt";
+/// Issuer chain key.
+pub const KEY_ISSUER_CERT: &str = "issuer.crt";
+/// Issuer private key key.
+pub const KEY_ISSUER_KEY: &str = "issuer.key";
+/// How many times a write is retried after losing a conflict.
+const MAX_ATTEMPTS: usize = 5;
+
+/// The Secret and ConfigMap `dapr-trust-bundle` in one namespace.
+pub struct KubernetesStore {
+    client: Client,
+    namespace: String,
+    timeout: Duration,
+    // resourceVersion of the Secret the ConfigMap was last made to match.
+    synced: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for KubernetesStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// What the Secret holds.
+enum SecretState {
+    Missing,
+    /// Present but without any of the three keys (Helm creates it so).
+    Empty(Box<Secret>),
+    /// All three keys; the Secret's resourceVersion.
+    Full(CaFiles, String),
+}
+
+fn wipe(secret: &mut Secret) {
+    if let Some(data) = secret.data.as_mut() {
+        for v in data.values_mut() {
+            v.0.zeroize();
+        }
+    }
+}
+
+fn non_empty(data: Option<&BTreeMap<String, ByteString>>, key: &str) -> Option<Vec<u8>> {
+    data.and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+        .filter(|b| !b.is_empty())
+}
+
+impl KubernetesStore {
+    /// The store in `namespace`; `timeout` bounds each API call.
+    pub fn new(client: Client, namespace: impl Into<String>, timeout: Duration) -> Self {
+        Self {
+            client,
+            namespace: namespace.into(),
+            timeout,
+            synced: Mutex::new(None),
+        }
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn config_maps(&self) -> Api<ConfigMap> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn api_error(&self, what: &str, e: ApiFailure) -> Error {
+        Error::Store(format!(
+            "{what} {}/{TRUST_BUNDLE_NAME}: {}",
+            self.namespace,
+            match e {
+                ApiFailure::NotFound => "not found".to_string(),
+                ApiFailure::Conflict => "conflict".to_string(),
+                ApiFailure::Other(m) => m,
+            }
+        ))
+    }
+
+    async fn read_secret(&self) -> Result<SecretState, Error> {
+        let mut secret =
+            match cluster::call(self.timeout, self.secrets().get(TRUST_BUNDLE_NAME)).await {
+                Ok(s) => s,
+                Err(ApiFailure::NotFound) => return Ok(SecretState::Missing),
+                Err(e) => return Err(self.api_error("reading Secret", e)),
+            };
+        let data = secret.data.as_ref();
+        let ca = non_empty(data, KEY_CA);
+        let cert = non_empty(data, KEY_ISSUER_CERT);
+        let key = non_empty(data, KEY_ISSUER_KEY).map(Zeroizing::new);
+        let state = match (ca, cert, key) {
+            (None, None, None) => return Ok(SecretState::Empty(Box::new(secret))),
+            (Some(ca_crt), Some(issuer_crt), Some(issuer_key)) => SecretState::Full(
+                CaFiles {
+                    ca_crt,
+                    issuer_crt,
+                    issuer_key,
+                },
+                secret.metadata.resource_version.clone().unwrap_or_default(),
+            ),
+            (ca, cert, key) => {
+                let missing: Vec<&str> = [
+                    (KEY_CA, ca.is_none()),
+                    (KEY_ISSUER_CERT, cert.is_none()),
+                    (KEY_ISSUER_KEY, key.is_none()),
+                ]
+                .iter()
+                .filter(|(_, m)| *m)
+                .map(|(k, _)| *k)
+                .collect();
+                wipe(&mut secret);
+                return Err(Error::Store(format!(
+                    "Secret {}/{TRUST_BUNDLE_NAME} holds only part of the CA material (missing: {}); refusing to generate over it. Fill in all of ca.crt, issuer.crt and issuer.key, or empty the Secret to have a new CA generated",
+                    self.namespace,
+                    missing.join(", ")
+                )));
+            }
+        };
+        wipe(&mut secret);
+        Ok(state)
+    }
+
+    /// Makes the ConfigMap's `ca.crt` equal to the Secret's, unless that was already done
+    /// for this version of the Secret.
+    async fn sync_config_map(&self, ca_crt: &[u8], secret_version: &str) -> Result<(), Error> {
+        let done = self
+            .synced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+            == Some(secret_version);
+        if done && !secret_version.is_empty() {
+            return Ok(());
+        }
+        let want = std::str::from_utf8(ca_crt)
+            .map_err(|_| Error::Store("the Secret's ca.crt is not PEM text".into()))?
+            .to_owned();
+        for _ in 0..MAX_ATTEMPTS {
+            let api = self.config_maps();
+            match cluster::call(self.timeout, api.get(TRUST_BUNDLE_NAME)).await {
+                Err(ApiFailure::NotFound) => {
+                    let cm = ConfigMap {
+                        metadata: self.meta(None),
+                        data: Some(BTreeMap::from([(KEY_CA.to_string(), want.clone())])),
+                        ..Default::default()
+                    };
+                    match cluster::call(self.timeout, api.create(&PostParams::default(), &cm)).await
+                    {
+                        Ok(_) => {
+                            tracing::info!(namespace = %self.namespace, "created ConfigMap {TRUST_BUNDLE_NAME} with the trust anchors from the Secret");
+                            self.mark_synced(secret_version);
+                            return Ok(());
+                        }
+                        Err(ApiFailure::Conflict) => continue,
+                        Err(e) => return Err(self.api_error("creating ConfigMap", e)),
+                    }
+                }
+                Err(e) => return Err(self.api_error("reading ConfigMap", e)),
+                Ok(mut cm) => {
+                    let current = cm.data.as_ref().and_then(|d| d.get(KEY_CA));
+                    if current == Some(&want) {
+                        self.mark_synced(secret_version);
+                        return Ok(());
+                    }
+                    let had_anchors = current.is_some_and(|c| !c.trim().is_empty());
+                    cm.data
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(KEY_CA.to_string(), want.clone());
+                    match cluster::call(
+                        self.timeout,
+                        api.replace(TRUST_BUNDLE_NAME, &PostParams::default(), &cm),
+                    )
+                    .await
+                    {
+                        Ok(_) => {
+                            if had_anchors {
+                                tracing::warn!(namespace = %self.namespace, "ConfigMap {TRUST_BUNDLE_NAME} held different trust anchors than the Secret; re-synced it from the Secret (the Secret is the source of truth)");
+                            } else {
+                                tracing::info!(namespace = %self.namespace, "filled ConfigMap {TRUST_BUNDLE_NAME} with the trust anchors from the Secret");
+                            }
+                            self.mark_synced(secret_version);
+                            return Ok(());
+                        }
+                        Err(ApiFailure::Conflict) => continue,
+                        Err(e) => return Err(self.api_error("updating ConfigMap", e)),
+                    }
+                }
+            }
+        }
+        Err(Error::Store(format!(
+            "ConfigMap {}/{TRUST_BUNDLE_NAME}: gave up after {MAX_ATTEMPTS} conflicting writes",
+            self.namespace
+        )))
+    }
+
+    fn mark_synced(&self, secret_version: &str) {
+        *self.synced.lock().unwrap_or_else(|e| e.into_inner()) = Some(secret_version.to_owned());
+    }
+
+    fn meta(&self, from: Option<ObjectMeta>) -> ObjectMeta {
+        from.unwrap_or_else(|| ObjectMeta {
+            name: Some(TRUST_BUNDLE_NAME.to_string()),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(BTreeMap::from([(
+                "app".to_string(),
+                "dapr-sentry".to_string(),
+            )])),
+            ..Default::default()
+        })
+    }
+
+    fn fill(secret: &mut Secret, files: &CaFiles) {
+        let data = secret.data.get_or_insert_with(BTreeMap::new);
+        data.insert(KEY_CA.into(), ByteString(files.ca_crt.clone()));
+        data.insert(KEY_ISSUER_CERT.into(), ByteString(files.issuer_crt.clone()));
+        data.insert(KEY_ISSUER_KEY.into(), ByteString(files.issuer_key.to_vec()));
+    }
+}
+
+#[async_trait::async_trait]
+impl CredentialStore for KubernetesStore {
+    fn describe(&self) -> String {
+        format!("secret {}/{TRUST_BUNDLE_NAME}", self.namespace)
+    }
+
+    async fn load(&self) -> Result<Option<CaFiles>, Error> {
+        match self.read_secret().await? {
+            SecretState::Missing | SecretState::Empty(_) => Ok(None),
+            SecretState::Full(files, version) => {
+                self.sync_config_map(&files.ca_crt, &version).await?;
+                Ok(Some(files))
+            }
+        }
+    }
+
+    async fn store_if_absent(&self, files: &CaFiles) -> Result<CaFiles, Error> {
+        for _ in 0..MAX_ATTEMPTS {
+            let written = match self.read_secret().await? {
+                SecretState::Full(existing, version) => {
+                    self.sync_config_map(&existing.ca_crt, &version).await?;
+                    return Ok(existing);
+                }
+                SecretState::Missing => {
+                    let mut secret = Secret {
+                        metadata: self.meta(None),
+                        type_: Some("Opaque".into()),
+                        ..Default::default()
+                    };
+                    Self::fill(&mut secret, files);
+                    let r = cluster::call(
+                        self.timeout,
+                        self.secrets().create(&PostParams::default(), &secret),
+                    )
+                    .await;
+                    wipe(&mut secret);
+                    r
+                }
+                SecretState::Empty(mut secret) => {
+                    // The update carries the resourceVersion just read: if another replica
+                    // wrote in between, the API server answers 409.
+                    Self::fill(&mut secret, files);
+                    let r = cluster::call(
+                        self.timeout,
+                        self.secrets()
+                            .replace(TRUST_BUNDLE_NAME, &PostParams::default(), &secret),
+                    )
+                    .await;
+                    wipe(&mut secret);
+                    r
+                }
+            };
+            match written {
+                Ok(mut stored) => {
+                    let version = stored.metadata.resource_version.clone().unwrap_or_default();
+                    wipe(&mut stored);
+                    tracing::info!(store = %self.describe(), "stored new CA material");
+                    self.sync_config_map(&files.ca_crt, &version).await?;
+                    return Ok(files.clone());
+                }
+                Err(ApiFailure::Conflict) => {
+                    tracing::info!(store = %self.describe(), "another instance wrote the Secret first; reading its material");
+                    continue;
+                }
+                Err(e) => return Err(self.api_error("writing Secret", e)),
+            }
+        }
+        Err(Error::Store(format!(
+            "{}: gave up after {MAX_ATTEMPTS} conflicting writes",
+            self.describe()
+        )))
+    }
+}

@@ -1,0 +1,652 @@
+//! The Kubernetes validator: a service-account token, proven by the API server's
+//! TokenReview, tied to a pod, and through the pod to an app id and a trust domain.
+//!
+//! Steps, after Dapr's common request checks:
+//! 1. TokenReview with Sentry's two audiences. The review must say `authenticated`, and
+//!    (unlike Dapr) the audiences it confirms must be among those asked for.
+//! 2. The user name must be `system:serviceaccount:<ns>:<sa>`, and `<ns>` the requested
+//!    namespace.
+//! 3. The pod name (and, when present, the pod UID) comes from the reviewed token's
+//!    payload; the pod is read from the API server on demand (no cluster-wide cache, whose
+//!    memory grows with the cluster: Dapr #5693). Its service account must be `<sa>` and
+//!    its UID the token's (a token of a deleted pod must not vouch for a new pod that got
+//!    the same name).
+//! 4. Expected app id: `dapr-<service>` for Dapr's own control plane (annotation
+//!    `dapr.io/control-plane`, only in the control-plane namespace, only Dapr's services,
+//!    never with `dapr.io/app-id`), else annotation `dapr.io/app-id`, else the pod name.
+//! 5. Trust domain: the control plane's, or the app's `Configuration` (annotation
+//!    `dapr.io/config`) `spec.accessControl.trustDomain`, default `public`. The request's
+//!    own trust domain is ignored.
+//!
+//! Refusals are [`Error::Denied`]; an API server that cannot be asked is
+//! [`Error::Unavailable`]: fail closed, never fall back to weaker checks. Successes are
+//! cached (see [`super::cache`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::PostParams;
+use kube::{Api, Client};
+use serde::Serialize;
+use sigil_pki::{Clock, Namespace, TrustDomain};
+use time::OffsetDateTime;
+
+use super::cache::{cache_key, ValidationCache};
+use super::{common_checks, Claims, Identity, TokenValidator, ValidatorKind, DEFAULT_TRUST_DOMAIN};
+use crate::cluster::{self, ApiFailure};
+use crate::observe::Metrics;
+use crate::Error;
+
+/// The audience older daprd versions put in their tokens; still accepted, as in Dapr.
+pub const LEGACY_AUDIENCE: &str = "dapr.io/sentry";
+/// Pod annotation naming a Dapr control-plane service.
+pub const ANNOTATION_CONTROL_PLANE: &str = "dapr.io/control-plane";
+/// Pod annotation with the app id.
+pub const ANNOTATION_APP_ID: &str = "dapr.io/app-id";
+/// Pod annotation naming the app's Dapr `Configuration`.
+pub const ANNOTATION_CONFIG: &str = "dapr.io/config";
+/// Dapr's control-plane services (value of `dapr.io/control-plane`).
+pub const CONTROL_PLANE_SERVICES: [&str; 5] =
+    ["injector", "operator", "placement", "sentry", "scheduler"];
+/// Longest token sent to the API server.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+/// Most containers described in the certificate's image extension.
+const MAX_IMAGE_ENTRIES: usize = 64;
+/// Largest image JSON put into a certificate.
+const MAX_IMAGES_JSON: usize = 16 * 1024;
+
+/// Settings of the Kubernetes validator.
+#[derive(Clone, Debug)]
+pub struct KubernetesOptions {
+    /// Trust domain of the control plane (Configuration `controlPlaneTrustDomain`).
+    pub control_plane_trust_domain: TrustDomain,
+    /// Namespace Sigil runs in.
+    pub control_plane_namespace: Namespace,
+    /// How long a success is reused (zero disables the cache).
+    pub cache_ttl: Duration,
+    /// Most cached successes.
+    pub cache_size: usize,
+    /// Deadline of one API call.
+    pub api_timeout: Duration,
+}
+
+/// Validates Kubernetes service-account tokens.
+pub struct KubernetesValidator {
+    client: Client,
+    options: KubernetesOptions,
+    audiences: Vec<String>,
+    cache: ValidationCache,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for KubernetesValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubernetesValidator")
+            .field("options", &self.options)
+            .field("audiences", &self.audiences)
+            .finish()
+    }
+}
+
+/// What the validator reads from the (already reviewed) token's payload.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenFacts {
+    /// The pod the token was issued for.
+    pub pod_name: String,
+    /// That pod's UID, when the token carries it.
+    pub pod_uid: Option<String>,
+    /// The namespace claim, when present.
+    pub namespace: Option<String>,
+    /// `exp`, when present.
+    pub expires: Option<OffsetDateTime>,
+}
+
+fn denied(msg: impl Into<String>) -> Error {
+    Error::Denied(msg.into())
+}
+
+fn str_at<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
+    path.iter()
+        .try_fold(v, |v, k| v.get(*k))
+        .and_then(|v| v.as_str())
+        .filter(|s| !s.is_empty())
+}
+
+/// Reads the pod binding from a JWT's payload without checking the signature: the API
+/// server has just reviewed this very token. Both the projected-token form
+/// (`"kubernetes.io": {"pod": {"name", "uid"}}`) and flat `kubernetes.io/pod/name` claims
+/// are understood; if both are present they must agree.
+pub fn read_token_facts(token: &str) -> Result<TokenFacts, Error> {
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(denied("the token is not a JWT"));
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| denied("the token's payload is not base64url"))?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|_| denied("the token's payload is not a JSON object"))?;
+    if !claims.is_object() {
+        return Err(denied("the token's payload is not a JSON object"));
+    }
+    let pick = |nested: &[&str], flat: &str| -> Result<Option<String>, Error> {
+        let a = str_at(&claims, nested);
+        let b = str_at(&claims, &[flat]);
+        match (a, b) {
+            (Some(a), Some(b)) if a != b => {
+                Err(denied(format!("the token's claims disagree about {flat}")))
+            }
+            (a, b) => Ok(a.or(b).map(str::to_owned)),
+        }
+    };
+    let pod_name = pick(&["kubernetes.io", "pod", "name"], "kubernetes.io/pod/name")?
+        .ok_or_else(|| {
+            denied("the token has no kubernetes.io pod name claim; a pod-bound (projected) service-account token is required")
+        })?;
+    let pod_uid = pick(&["kubernetes.io", "pod", "uid"], "kubernetes.io/pod/uid")?;
+    let namespace = pick(&["kubernetes.io", "namespace"], "kubernetes.io/namespace")?;
+    let expires = match claims.get("exp") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => {
+            let secs = v
+                .as_i64()
+                .or_else(|| v.as_f64().map(|f| f as i64))
+                .ok_or_else(|| denied("the token's exp claim is not a number"))?;
+            Some(
+                OffsetDateTime::from_unix_timestamp(secs)
+                    .map_err(|_| denied("the token's exp claim is out of range"))?,
+            )
+        }
+    };
+    Ok(TokenFacts {
+        pod_name,
+        pod_uid,
+        namespace,
+        expires,
+    })
+}
+
+/// Splits `system:serviceaccount:<ns>:<sa>`.
+pub fn service_account_of(username: &str) -> Result<(&str, &str), Error> {
+    let parts: Vec<&str> = username.split(':').collect();
+    match parts.as_slice() {
+        ["system", "serviceaccount", ns, sa] if !ns.is_empty() && !sa.is_empty() => Ok((ns, sa)),
+        _ => Err(denied(format!(
+            "the token does not belong to a service account (user {:?}); expected system:serviceaccount:<namespace>:<name>",
+            username.chars().take(120).collect::<String>()
+        ))),
+    }
+}
+
+/// The app id a pod may ask for, and whether it is a control-plane service.
+pub fn expected_app_id(
+    pod_name: &str,
+    pod_namespace: &str,
+    annotations: &BTreeMap<String, String>,
+    control_plane_ns: &Namespace,
+) -> Result<(String, bool), Error> {
+    let app_id = annotations.get(ANNOTATION_APP_ID);
+    match annotations.get(ANNOTATION_CONTROL_PLANE) {
+        Some(service) => {
+            if pod_namespace != control_plane_ns.as_str() {
+                return Err(denied(format!(
+                    "pod {pod_namespace}/{pod_name} claims to be a Dapr control-plane service outside the control-plane namespace"
+                )));
+            }
+            if !CONTROL_PLANE_SERVICES.contains(&service.as_str()) {
+                return Err(denied(format!(
+                    "pod {pod_namespace}/{pod_name}: {service:?} is not a Dapr control-plane service"
+                )));
+            }
+            if app_id.is_some() {
+                return Err(denied(format!(
+                    "pod {pod_namespace}/{pod_name}: a control-plane service must not also carry the {ANNOTATION_APP_ID} annotation"
+                )));
+            }
+            Ok((format!("dapr-{service}"), true))
+        }
+        None => Ok((
+            app_id.cloned().unwrap_or_else(|| pod_name.to_owned()),
+            false,
+        )),
+    }
+}
+
+#[derive(Serialize)]
+struct ImageEntry<'a> {
+    role: &'static str,
+    container: &'a str,
+    image: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    digest: Option<&'a str>,
+}
+
+/// JSON describing the pod's containers and their images (with the digest the kubelet
+/// reports, when it has started them), for Dapr's certificate extension.
+pub fn container_images_json(pod: &Pod) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let status = pod.status.as_ref();
+    let digest_of = |name: &str, init: bool| -> Option<&str> {
+        let statuses = if init {
+            status.and_then(|s| s.init_container_statuses.as_ref())
+        } else {
+            status.and_then(|s| s.container_statuses.as_ref())
+        }?;
+        let id = &statuses.iter().find(|s| s.name == name)?.image_id;
+        id.rsplit_once('@')
+            .map(|(_, d)| d)
+            .or_else(|| id.starts_with("sha256:").then_some(id.as_str()))
+            .filter(|d| d.contains(':'))
+    };
+    let mut entries = Vec::new();
+    let init = spec.init_containers.iter().flatten().map(|c| (c, true));
+    for (c, is_init) in init.chain(spec.containers.iter().map(|c| (c, false))) {
+        let role = match (is_init, c.name.as_str()) {
+            (true, _) => "init",
+            (false, "daprd") => "sidecar",
+            (false, _) => "app",
+        };
+        entries.push(ImageEntry {
+            role,
+            container: &c.name,
+            image: c.image.as_deref().unwrap_or(""),
+            digest: digest_of(&c.name, is_init),
+        });
+        if entries.len() >= MAX_IMAGE_ENTRIES {
+            break;
+        }
+    }
+    if entries.is_empty() {
+        return None;
+    }
+    let json = serde_json::to_string(&entries).ok()?;
+    (json.len() <= MAX_IMAGES_JSON).then_some(json)
+}
+
+impl KubernetesValidator {
+    /// A validator asking the API server behind `client`.
+    pub fn new(
+        client: Client,
+        options: KubernetesOptions,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let sentry_id = format!(
+            "spiffe://{}/ns/{}/dapr-sentry",
+            options.control_plane_trust_domain, options.control_plane_namespace
+        );
+        Self {
+            client,
+            audiences: vec![LEGACY_AUDIENCE.to_string(), sentry_id],
+            cache: ValidationCache::new(options.cache_ttl, options.cache_size),
+            options,
+            metrics,
+            clock,
+        }
+    }
+
+    /// The audiences asked for in every TokenReview.
+    pub fn audiences(&self) -> &[String] {
+        &self.audiences
+    }
+
+    /// TokenReview; returns the user name.
+    async fn review(&self, token: &str) -> Result<String, Error> {
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_owned()),
+                audiences: Some(self.audiences.clone()),
+            },
+            ..Default::default()
+        };
+        let api: Api<TokenReview> = Api::all(self.client.clone());
+        let answer = cluster::call(
+            self.options.api_timeout,
+            api.create(&PostParams::default(), &review),
+        )
+        .await
+        .map_err(|e| e.unavailable("TokenReview"))?;
+        let status = answer.status.unwrap_or_default();
+        if let Some(err) = status.error.as_deref().filter(|e| !e.is_empty()) {
+            return Err(denied(format!(
+                "token review refused the token: {}",
+                err.chars().take(200).collect::<String>()
+            )));
+        }
+        if status.authenticated != Some(true) {
+            return Err(denied("token review: the token is not authenticated"));
+        }
+        let confirmed = status.audiences.unwrap_or_default();
+        if !confirmed.iter().any(|a| self.audiences.contains(a)) {
+            return Err(denied(format!(
+                "token review: the token is not meant for Sentry (audiences confirmed: {confirmed:?}; need one of {:?})",
+                self.audiences
+            )));
+        }
+        status
+            .user
+            .and_then(|u| u.username)
+            .ok_or_else(|| denied("token review returned no user name"))
+    }
+
+    async fn get_pod(&self, namespace: &str, name: &str) -> Result<Pod, Error> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        match cluster::call(self.options.api_timeout, api.get(name)).await {
+            Ok(pod) => Ok(pod),
+            Err(ApiFailure::NotFound) => Err(denied(format!(
+                "the token's pod {namespace}/{name} does not exist"
+            ))),
+            Err(e) => Err(e.unavailable("reading the pod")),
+        }
+    }
+
+    async fn app_trust_domain(&self, namespace: &str, pod: &Pod) -> Result<TrustDomain, Error> {
+        let annotations = pod.metadata.annotations.as_ref();
+        let Some(config_name) = annotations
+            .and_then(|a| a.get(ANNOTATION_CONFIG))
+            .filter(|n| !n.is_empty())
+        else {
+            return default_trust_domain();
+        };
+        let data = cluster::get_configuration(
+            &self.client,
+            namespace,
+            config_name,
+            self.options.api_timeout,
+        )
+        .await
+        .map_err(|e| e.unavailable("reading the app's Configuration"))?
+        .ok_or_else(|| {
+            denied(format!(
+                "the pod's Configuration {namespace}/{config_name} (annotation {ANNOTATION_CONFIG}) does not exist"
+            ))
+        })?;
+        match str_at(&data, &["spec", "accessControl", "trustDomain"]) {
+            None => default_trust_domain(),
+            Some(td) => TrustDomain::new(td).map_err(|e| {
+                denied(format!(
+                    "Configuration {namespace}/{config_name} has an invalid trust domain: {e}"
+                ))
+            }),
+        }
+    }
+
+    async fn validate_uncached(
+        &self,
+        claims: &Claims,
+        namespace: Namespace,
+        app_id: sigil_pki::AppId,
+    ) -> Result<(Identity, Option<OffsetDateTime>), Error> {
+        let username = self.review(&claims.token).await?;
+        let (sa_ns, sa_name) = service_account_of(&username)?;
+        if sa_ns != namespace.as_str() {
+            return Err(denied(format!(
+                "namespace mismatch: the token belongs to namespace {sa_ns}, the request asked for {namespace}"
+            )));
+        }
+        let facts = read_token_facts(&claims.token)?;
+        if facts.namespace.as_deref().is_some_and(|ns| ns != sa_ns) {
+            return Err(denied(
+                "the token's namespace claim disagrees with its service account",
+            ));
+        }
+        let pod = self.get_pod(sa_ns, &facts.pod_name).await?;
+        let spec_sa = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.as_deref())
+            .unwrap_or("default");
+        if spec_sa != sa_name {
+            return Err(denied(format!(
+                "pod {sa_ns}/{} runs as service account {spec_sa}, the token belongs to {sa_name}",
+                facts.pod_name
+            )));
+        }
+        if let Some(uid) = &facts.pod_uid {
+            if pod.metadata.uid.as_deref() != Some(uid.as_str()) {
+                return Err(denied(format!(
+                    "pod {sa_ns}/{} is not the pod the token was issued for (UID differs)",
+                    facts.pod_name
+                )));
+            }
+        }
+        let empty = BTreeMap::new();
+        let annotations = pod.metadata.annotations.as_ref().unwrap_or(&empty);
+        let (expected, control_plane) = expected_app_id(
+            &facts.pod_name,
+            sa_ns,
+            annotations,
+            &self.options.control_plane_namespace,
+        )?;
+        if expected != app_id.as_str() {
+            return Err(denied(format!(
+                "app id mismatch: pod {sa_ns}/{} may ask for {expected:?}, the request asked for {:?}",
+                facts.pod_name,
+                app_id.as_str()
+            )));
+        }
+        let trust_domain = if control_plane {
+            self.options.control_plane_trust_domain.clone()
+        } else {
+            self.app_trust_domain(sa_ns, &pod).await?
+        };
+        Ok((
+            Identity {
+                trust_domain,
+                namespace,
+                app_id,
+                authenticated_as: username,
+                container_images_json: container_images_json(&pod),
+            },
+            facts.expires,
+        ))
+    }
+}
+
+fn default_trust_domain() -> Result<TrustDomain, Error> {
+    TrustDomain::new(DEFAULT_TRUST_DOMAIN).map_err(Error::Ca)
+}
+
+#[async_trait::async_trait]
+impl TokenValidator for KubernetesValidator {
+    fn kind(&self) -> ValidatorKind {
+        ValidatorKind::Kubernetes
+    }
+
+    async fn validate(&self, claims: &Claims) -> Result<Identity, Error> {
+        let (app_id, namespace) = common_checks(claims)?;
+        if claims.token.is_empty() {
+            return Err(denied("a service-account token is required"));
+        }
+        if claims.token.len() > MAX_TOKEN_LEN {
+            return Err(denied(format!(
+                "the token is longer than {MAX_TOKEN_LEN} bytes"
+            )));
+        }
+        let key = cache_key(&claims.token, &claims.id, &claims.namespace);
+        if self.cache.enabled() {
+            if let Some(identity) = self.cache.get(&key, self.clock.now()) {
+                self.metrics.cache_hits.inc();
+                return Ok(identity);
+            }
+            self.metrics.cache_misses.inc();
+        }
+        let (identity, expires) = self.validate_uncached(claims, namespace, app_id).await?;
+        self.cache
+            .insert(key, identity.clone(), self.clock.now(), expires);
+        Ok(identity)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    fn jwt(payload: serde_json::Value) -> String {
+        format!(
+            "{}.{}.sig",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}"#),
+            URL_SAFE_NO_PAD.encode(payload.to_string())
+        )
+    }
+
+    #[test]
+    fn token_facts_from_projected_and_flat_claims() {
+        let t = jwt(serde_json::json!({
+            "exp": 1_800_000_000u64,
+            "kubernetes.io": {"namespace": "shop", "pod": {"name": "orders-1", "uid": "u-1"}}
+        }));
+        let f = read_token_facts(&t).unwrap();
+        assert_eq!(f.pod_name, "orders-1");
+        assert_eq!(f.pod_uid.as_deref(), Some("u-1"));
+        assert_eq!(f.namespace.as_deref(), Some("shop"));
+        assert_eq!(f.expires.unwrap().unix_timestamp(), 1_800_000_000);
+
+        let flat = jwt(serde_json::json!({"kubernetes.io/pod/name": "p"}));
+        let f = read_token_facts(&flat).unwrap();
+        assert_eq!(f.pod_name, "p");
+        assert_eq!(f.pod_uid, None);
+        assert_eq!(f.expires, None);
+
+        let disagree = jwt(serde_json::json!({
+            "kubernetes.io/pod/name": "p",
+            "kubernetes.io": {"pod": {"name": "q"}}
+        }));
+        assert!(matches!(read_token_facts(&disagree), Err(Error::Denied(_))));
+    }
+
+    #[test]
+    fn token_without_pod_or_garbage_is_denied() {
+        let legacy = jwt(serde_json::json!({
+            "kubernetes.io/serviceaccount/namespace": "shop"
+        }));
+        let e = read_token_facts(&legacy).unwrap_err().to_string();
+        assert!(e.contains("pod name claim"), "{e}");
+        for bad in [
+            "",
+            "a.b",
+            "a.b.c.d",
+            "a.!!!.c",
+            &format!("a.{}.c", URL_SAFE_NO_PAD.encode("[1]")),
+        ] {
+            assert!(
+                matches!(read_token_facts(bad), Err(Error::Denied(_))),
+                "{bad}"
+            );
+        }
+        let bad_exp = jwt(serde_json::json!({"exp": "soon", "kubernetes.io/pod/name": "p"}));
+        assert!(read_token_facts(&bad_exp).is_err());
+    }
+
+    #[test]
+    fn service_account_usernames() {
+        assert_eq!(
+            service_account_of("system:serviceaccount:shop:orders").unwrap(),
+            ("shop", "orders")
+        );
+        for bad in [
+            "system:serviceaccount:shop",
+            "system:serviceaccount:shop:orders:x",
+            "system:node:n1:x",
+            "alice",
+            "system:serviceaccount::orders",
+        ] {
+            assert!(service_account_of(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn expected_ids_follow_dapr_rules() {
+        let cp: Namespace = "dapr-system".parse().unwrap();
+        assert_eq!(
+            expected_app_id("p", "shop", &ann(&[]), &cp).unwrap(),
+            ("p".into(), false)
+        );
+        assert_eq!(
+            expected_app_id("p", "shop", &ann(&[(ANNOTATION_APP_ID, "orders")]), &cp).unwrap(),
+            ("orders".into(), false)
+        );
+        for svc in CONTROL_PLANE_SERVICES {
+            assert_eq!(
+                expected_app_id(
+                    "p",
+                    "dapr-system",
+                    &ann(&[(ANNOTATION_CONTROL_PLANE, svc)]),
+                    &cp
+                )
+                .unwrap(),
+                (format!("dapr-{svc}"), true)
+            );
+        }
+        // Outside the control-plane namespace, unknown service, or with an app id: refused.
+        assert!(expected_app_id(
+            "p",
+            "shop",
+            &ann(&[(ANNOTATION_CONTROL_PLANE, "operator")]),
+            &cp
+        )
+        .is_err());
+        assert!(expected_app_id(
+            "p",
+            "dapr-system",
+            &ann(&[(ANNOTATION_CONTROL_PLANE, "dashboard")]),
+            &cp
+        )
+        .is_err());
+        assert!(expected_app_id(
+            "p",
+            "dapr-system",
+            &ann(&[
+                (ANNOTATION_CONTROL_PLANE, "operator"),
+                (ANNOTATION_APP_ID, "x")
+            ]),
+            &cp
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn image_json_names_roles_and_digests() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "initContainers": [{"name": "setup", "image": "busybox:1"}],
+                "containers": [
+                    {"name": "app", "image": "shop/orders:2"},
+                    {"name": "daprd", "image": "ghcr.io/dapr/daprd:1.15"}
+                ]
+            },
+            "status": {"containerStatuses": [{
+                "name": "app", "image": "shop/orders:2",
+                "imageID": "docker.io/shop/orders@sha256:abcd", "ready": true,
+                "restartCount": 0
+            }]}
+        }))
+        .unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&container_images_json(&pod).unwrap()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!([
+                {"role": "init", "container": "setup", "image": "busybox:1"},
+                {"role": "app", "container": "app", "image": "shop/orders:2", "digest": "sha256:abcd"},
+                {"role": "sidecar", "container": "daprd", "image": "ghcr.io/dapr/daprd:1.15"}
+            ])
+        );
+    }
+}
