@@ -11,6 +11,7 @@ use sigil_proto::{SignCertificateRequest, SignCertificateResponse};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
+use crate::jwt::{IssuedJwts, JwtState};
 use crate::observe::{Metrics, ReasonLabel, RequestLabels};
 use crate::rotation::CaState;
 use crate::validator::{Claims, Identity, Validators};
@@ -36,6 +37,16 @@ pub struct CaService {
     pub limiter: Arc<Semaphore>,
     /// How long a request may wait for a slot.
     pub queue_timeout: Duration,
+    /// JWT-SVID issuance, when enabled.
+    pub jwt: Option<Arc<JwtState>>,
+}
+
+/// What a successful request produced.
+struct Signed {
+    identity: Identity,
+    issued: IssuedCertificate,
+    authority: Arc<sigil_pki::Authority>,
+    jwts: Option<IssuedJwts>,
 }
 
 /// DNS SANs Dapr gives its own control-plane services, when they ask from the control-plane
@@ -70,7 +81,7 @@ impl CaService {
         &self,
         req: &SignCertificateRequest,
         validator_name: &mut &'static str,
-    ) -> Result<(Identity, IssuedCertificate, Arc<sigil_pki::Authority>), Error> {
+    ) -> Result<Signed, Error> {
         let validator = self.validators.select(req.token_validator)?;
         *validator_name = validator.kind().name();
         let claims = Claims {
@@ -87,6 +98,11 @@ impl CaService {
             &identity.namespace,
             &identity.app_id,
         );
+        // Refuse bad audiences before anything is signed.
+        let audiences = match &self.jwt {
+            Some(jwt) => Some(jwt.audiences(&identity.trust_domain, &req.jwt_audiences)?),
+            None => None,
+        };
         let extras = LeafExtras {
             dns_names: control_plane_dns_names(
                 &identity,
@@ -96,10 +112,20 @@ impl CaService {
             container_images_json: identity.container_images_json.clone(),
         };
         let authority = self.state.current();
+        let now = self.clock.now();
         let issued = authority
-            .issue(&csr, &id, &extras, &self.policy, self.clock.now())
+            .issue(&csr, &id, &extras, &self.policy, now)
             .map_err(Error::Signing)?;
-        Ok((identity, issued, authority))
+        let jwts = match (&self.jwt, audiences) {
+            (Some(jwt), Some(audiences)) => Some(jwt.issue(&id, &audiences, now)?),
+            _ => None,
+        };
+        Ok(Signed {
+            identity,
+            issued,
+            authority,
+            jwts,
+        })
     }
 }
 
@@ -138,7 +164,12 @@ impl Ca for CaService {
             .inc();
 
         match result {
-            Ok((identity, issued, authority)) => {
+            Ok(Signed {
+                identity,
+                issued,
+                authority,
+                jwts,
+            }) => {
                 self.metrics.sign_success.inc();
                 self.metrics
                     .sign_duration
@@ -153,6 +184,7 @@ impl Ca for CaService {
                     authenticated_as = %identity.authenticated_as,
                     serial = %issued.serial_hex,
                     not_after = %issued.not_after,
+                    jwt = jwts.is_some(),
                     peer = %peer,
                     "certificate issued"
                 );
@@ -164,8 +196,8 @@ impl Ca for CaService {
                     workload_certificate: issued.chain_pem.into_bytes(),
                     trust_chain_certificates: vec![authority.anchors_pem().as_bytes().to_vec()],
                     valid_until: Some(valid_until),
-                    jwt: None,
-                    per_audience_jwts: Default::default(),
+                    jwt: jwts.as_ref().map(|j| j.jwt.clone()),
+                    per_audience_jwts: jwts.map(|j| j.per_audience).unwrap_or_default(),
                 }))
             }
             Err(e) => {

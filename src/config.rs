@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use serde::Deserialize;
-use sigil_pki::{IssuePolicy, KeyType, Namespace, TrustDomain};
+use sigil_pki::{IssuePolicy, JwsAlgorithm, KeyType, Namespace, TrustDomain};
 
 use crate::Error;
 
@@ -134,30 +134,59 @@ pub struct ServeArgs {
     )]
     pub namespace: String,
 
-    /// Issue JWT-SVIDs with every certificate (not available yet in Sigil: refused).
+    /// Issue a JWT-SVID with every certificate.
     #[arg(long, default_value_t = false)]
     pub jwt_enabled: bool,
-    /// JWT signing key file name.
+    /// JWT signing key file (PKCS#8 PEM). Default `jwt.key`; a relative name is inside the
+    /// credentials directory.
     #[arg(long)]
     pub jwt_key_filename: Option<String>,
-    /// JWKS file name.
+    /// JWKS file published for verifiers. Default `jwks.json`; a relative name is inside
+    /// the credentials directory.
     #[arg(long)]
     pub jwks_filename: Option<String>,
-    /// JWT `iss` claim.
+    /// JWT `iss` claim (no `iss` when unset).
     #[arg(long)]
     pub jwt_issuer: Option<String>,
-    /// JWT signing algorithm.
+    /// JWT signing algorithm: RS256 (default for RSA keys and for a generated key), RS384,
+    /// RS512, PS256, PS384, PS512, ES256, ES384, or EdDSA (daprd refuses EdDSA tokens).
     #[arg(long)]
     pub jwt_signing_algorithm: Option<String>,
-    /// JWT key id.
+    /// JWT key id (`kid`). Default: base64 SHA-256 JWK thumbprint of the key (as Dapr).
     #[arg(long)]
     pub jwt_key_id: Option<String>,
-    /// JWT lifetime.
+    /// JWT lifetime (default 24h).
     #[arg(long)]
     pub jwt_ttl: Option<String>,
-    /// Serve OIDC discovery (requires JWT).
+    /// Serve OIDC discovery and the JWKS over HTTP(S) (requires --jwt-enabled).
     #[arg(long, default_value_t = false)]
     pub oidc_enabled: bool,
+    /// OIDC server port (default 9080).
+    #[arg(long)]
+    pub oidc_server_listen_port: Option<u16>,
+    /// OIDC server listen address (default 127.0.0.1, as Dapr's `localhost`).
+    #[arg(long)]
+    pub oidc_server_listen_address: Option<IpAddr>,
+    /// Serve OIDC over TLS (default true); `--oidc-server-tls-enabled=false` serves plain HTTP.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub oidc_server_tls_enabled: Option<bool>,
+    /// OIDC server certificate chain (PEM); required while TLS is on.
+    #[arg(long)]
+    pub oidc_server_tls_cert_file: Option<PathBuf>,
+    /// OIDC server private key (PEM); required while TLS is on.
+    #[arg(long)]
+    pub oidc_server_tls_key_file: Option<PathBuf>,
+    /// Public JWKS URI announced in the discovery document (default: derived from the
+    /// request's Host).
+    #[arg(long)]
+    pub oidc_jwks_uri: Option<String>,
+    /// Path prefix of the OIDC endpoints (e.g. `/sentry`).
+    #[arg(long)]
+    pub oidc_path_prefix: Option<String>,
+    /// Host names the OIDC endpoints answer for (comma-separated; `*` for any). Other Host
+    /// headers get 403.
+    #[arg(long, value_delimiter = ',')]
+    pub oidc_allowed_hosts: Option<Vec<String>>,
 
     // ---- Sigil's own flags ---------------------------------------------------------------
     /// Sigil: workload certificate lifetime; overrides the Configuration's workloadCertTTL.
@@ -297,6 +326,42 @@ pub struct Config {
     pub log_level: String,
     /// JSON logs.
     pub log_as_json: bool,
+    /// JWT-SVID issuance, when enabled.
+    pub jwt: Option<JwtSettings>,
+    /// The OIDC discovery server, when enabled.
+    pub oidc: Option<OidcSettings>,
+}
+
+/// JWT-SVID issuance settings.
+#[derive(Clone, Debug)]
+pub struct JwtSettings {
+    /// The signing key file.
+    pub key_path: PathBuf,
+    /// The published JWKS file.
+    pub jwks_path: PathBuf,
+    /// `iss` claim.
+    pub issuer: Option<String>,
+    /// Algorithm; `None` means "from the key", and RS256 for a generated key.
+    pub algorithm: Option<JwsAlgorithm>,
+    /// Fixed `kid`; `None` means the thumbprint.
+    pub key_id: Option<String>,
+    /// Token lifetime.
+    pub ttl: Duration,
+}
+
+/// OIDC discovery server settings.
+#[derive(Clone, Debug)]
+pub struct OidcSettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Certificate chain and key files; `None` serves plain HTTP.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Path prefix: empty, or `/segment...` without a trailing slash.
+    pub path_prefix: String,
+    /// Fixed JWKS URI for the discovery document.
+    pub jwks_uri: Option<String>,
+    /// Allowed Host names (lower case, no port); empty allows any.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// The Sigil data directory for standalone use.
@@ -331,16 +396,46 @@ impl ServeArgs {
             ),
             ("--jwt-key-id", self.jwt_key_id.is_some()),
             ("--jwt-ttl", self.jwt_ttl.is_some()),
+            ("--oidc-enabled", self.oidc_enabled),
         ];
-        if self.jwt_enabled || self.oidc_enabled {
-            return Err(Error::Config(
-                "JWT issuance and the OIDC server (--jwt-enabled, --oidc-enabled) are not available in this version of Sigil".into(),
-            ));
+        if !self.jwt_enabled {
+            if let Some((flag, _)) = jwt_flags.iter().find(|(_, given)| *given) {
+                return Err(Error::Config(format!(
+                    "{flag} was given but JWT issuance is off (--jwt-enabled is not set)"
+                )));
+            }
         }
-        if let Some((flag, _)) = jwt_flags.iter().find(|(_, given)| *given) {
-            return Err(Error::Config(format!(
-                "{flag} was given but JWT issuance is off (--jwt-enabled is not set)"
-            )));
+        let oidc_flags = [
+            (
+                "--oidc-server-listen-port",
+                self.oidc_server_listen_port.is_some(),
+            ),
+            (
+                "--oidc-server-listen-address",
+                self.oidc_server_listen_address.is_some(),
+            ),
+            (
+                "--oidc-server-tls-enabled",
+                self.oidc_server_tls_enabled.is_some(),
+            ),
+            (
+                "--oidc-server-tls-cert-file",
+                self.oidc_server_tls_cert_file.is_some(),
+            ),
+            (
+                "--oidc-server-tls-key-file",
+                self.oidc_server_tls_key_file.is_some(),
+            ),
+            ("--oidc-jwks-uri", self.oidc_jwks_uri.is_some()),
+            ("--oidc-path-prefix", self.oidc_path_prefix.is_some()),
+            ("--oidc-allowed-hosts", self.oidc_allowed_hosts.is_some()),
+        ];
+        if !self.oidc_enabled {
+            if let Some((flag, _)) = oidc_flags.iter().find(|(_, given)| *given) {
+                return Err(Error::Config(format!(
+                    "{flag} was given but the OIDC server is off (--oidc-enabled is not set)"
+                )));
+            }
         }
 
         let namespace = Namespace::new(&self.namespace)
@@ -427,6 +522,22 @@ impl ServeArgs {
                 )));
             }
         }
+        let jwt = if self.jwt_enabled {
+            if self.mode == Mode::Kubernetes {
+                // Lifted once the Secret-backed `JwtKeyStore` exists (see crate::jwt::store).
+                return Err(Error::Config(
+                    "--jwt-enabled is not available in kubernetes mode yet: the JWT key belongs in the dapr-trust-bundle Secret, which this build does not implement".into(),
+                ));
+            }
+            Some(self.jwt_settings(&credentials_dir)?)
+        } else {
+            None
+        };
+        let oidc = if self.oidc_enabled {
+            Some(self.oidc_settings()?)
+        } else {
+            None
+        };
         if self.max_concurrent_requests == 0 {
             return Err(Error::Config(
                 "--max-concurrent-requests must be at least 1".into(),
@@ -464,6 +575,127 @@ impl ServeArgs {
             reload_interval: self.reload_interval,
             log_level: self.log_level,
             log_as_json: self.log_as_json,
+            jwt,
+            oidc,
+        })
+    }
+
+    fn jwt_settings(&self, credentials_dir: &Path) -> Result<JwtSettings, Error> {
+        let path = |flag: &str, given: &Option<String>, default: &str| {
+            let name = given.as_deref().unwrap_or(default);
+            if name.is_empty() {
+                return Err(Error::Config(format!("{flag} must not be empty")));
+            }
+            // Dapr ignores relative names; Sigil resolves them inside the credentials dir.
+            Ok(credentials_dir.join(name))
+        };
+        let key_path = path("--jwt-key-filename", &self.jwt_key_filename, "jwt.key")?;
+        let jwks_path = path("--jwks-filename", &self.jwks_filename, "jwks.json")?;
+        if key_path == jwks_path {
+            return Err(Error::Config(
+                "--jwt-key-filename and --jwks-filename name the same file".into(),
+            ));
+        }
+        let algorithm = self
+            .jwt_signing_algorithm
+            .as_deref()
+            .map(|a| {
+                a.parse::<JwsAlgorithm>()
+                    .map_err(|e| Error::Config(format!("--jwt-signing-algorithm: {e}")))
+            })
+            .transpose()?;
+        let ttl = match &self.jwt_ttl {
+            Some(t) => parse_duration(t).map_err(|e| Error::Config(format!("--jwt-ttl: {e}")))?,
+            None => Duration::from_secs(24 * 3600),
+        };
+        if ttl.is_zero() {
+            return Err(Error::Config("--jwt-ttl must be positive".into()));
+        }
+        for (flag, v) in [
+            ("--jwt-issuer", &self.jwt_issuer),
+            ("--jwt-key-id", &self.jwt_key_id),
+        ] {
+            if let Some(v) = v {
+                if v.trim().is_empty() || v.chars().any(char::is_control) || v.len() > 512 {
+                    return Err(Error::Config(format!(
+                        "{flag} must be a non-empty printable string of at most 512 bytes"
+                    )));
+                }
+            }
+        }
+        Ok(JwtSettings {
+            key_path,
+            jwks_path,
+            issuer: self.jwt_issuer.clone(),
+            algorithm,
+            key_id: self.jwt_key_id.clone(),
+            ttl,
+        })
+    }
+
+    fn oidc_settings(&self) -> Result<OidcSettings, Error> {
+        let listen = SocketAddr::new(
+            self.oidc_server_listen_address
+                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            self.oidc_server_listen_port.unwrap_or(9080),
+        );
+        let tls = if self.oidc_server_tls_enabled.unwrap_or(true) {
+            match (&self.oidc_server_tls_cert_file, &self.oidc_server_tls_key_file) {
+                (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                _ => return Err(Error::Config(
+                    "the OIDC server serves TLS by default: give --oidc-server-tls-cert-file and --oidc-server-tls-key-file, or --oidc-server-tls-enabled=false to serve plain HTTP (e.g. behind a TLS-terminating proxy)".into(),
+                )),
+            }
+        } else {
+            if self.oidc_server_tls_cert_file.is_some() || self.oidc_server_tls_key_file.is_some() {
+                return Err(Error::Config(
+                    "--oidc-server-tls-cert-file/--oidc-server-tls-key-file were given with --oidc-server-tls-enabled=false".into(),
+                ));
+            }
+            None
+        };
+        let path_prefix = match self.oidc_path_prefix.as_deref().map(str::trim) {
+            None | Some("") | Some("/") => String::new(),
+            Some(p) => {
+                let p = format!("/{}", p.trim_matches('/'));
+                let ok = p.split('/').skip(1).all(|seg| {
+                    !seg.is_empty()
+                        && seg != "."
+                        && seg != ".."
+                        && seg
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c))
+                });
+                if !ok {
+                    return Err(Error::Config(format!(
+                        "--oidc-path-prefix {p:?}: use path segments of letters, digits, '-', '.', '_' or '~'"
+                    )));
+                }
+                p
+            }
+        };
+        if let Some(uri) = &self.oidc_jwks_uri {
+            if !(uri.starts_with("https://") || uri.starts_with("http://"))
+                || uri.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(Error::Config(format!(
+                    "--oidc-jwks-uri {uri:?} must be an absolute http(s) URL"
+                )));
+            }
+        }
+        let allowed_hosts = self
+            .oidc_allowed_hosts
+            .iter()
+            .flatten()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect();
+        Ok(OidcSettings {
+            listen,
+            tls,
+            path_prefix,
+            jwks_uri: self.oidc_jwks_uri.clone(),
+            allowed_hosts,
         })
     }
 }
@@ -562,20 +794,152 @@ mod tests {
     }
 
     #[test]
-    fn jwt_flags_without_jwt_fail_loudly() {
-        let e = args(&["--jwt-issuer", "x"])
+    fn jwt_and_oidc_flags_without_their_feature_fail_loudly() {
+        for (flags, names) in [
+            (&["--jwt-issuer", "x"][..], "--jwt-issuer"),
+            (&["--jwt-key-filename", "k"][..], "--jwt-key-filename"),
+            (&["--jwks-filename", "k"][..], "--jwks-filename"),
+            (
+                &["--jwt-signing-algorithm", "RS256"][..],
+                "--jwt-signing-algorithm",
+            ),
+            (&["--jwt-key-id", "k"][..], "--jwt-key-id"),
+            (&["--jwt-ttl", "1h"][..], "--jwt-ttl"),
+            (&["--oidc-enabled"][..], "--oidc-enabled"),
+        ] {
+            let e = args(flags).into_config(None).unwrap_err().to_string();
+            assert!(e.contains(names) && e.contains("--jwt-enabled"), "{e}");
+        }
+        for (flags, name) in [
+            (
+                &["--oidc-server-listen-port", "1"][..],
+                "--oidc-server-listen-port",
+            ),
+            (
+                &["--oidc-server-listen-address", "127.0.0.1"][..],
+                "--oidc-server-listen-address",
+            ),
+            (
+                &["--oidc-server-tls-enabled=false"][..],
+                "--oidc-server-tls-enabled",
+            ),
+            (
+                &["--oidc-server-tls-cert-file", "c"][..],
+                "--oidc-server-tls-cert-file",
+            ),
+            (
+                &["--oidc-server-tls-key-file", "k"][..],
+                "--oidc-server-tls-key-file",
+            ),
+            (&["--oidc-jwks-uri", "https://x/j"][..], "--oidc-jwks-uri"),
+            (&["--oidc-path-prefix", "/p"][..], "--oidc-path-prefix"),
+            (&["--oidc-allowed-hosts", "a,b"][..], "--oidc-allowed-hosts"),
+        ] {
+            let mut v = vec!["--jwt-enabled"];
+            v.extend_from_slice(flags);
+            let e = args(&v).into_config(None).unwrap_err().to_string();
+            assert!(e.contains(name) && e.contains("--oidc-enabled"), "{e}");
+        }
+    }
+
+    #[test]
+    fn jwt_and_oidc_settings() {
+        let c = args(&[
+            "--config",
+            "/nonexistent",
+            "--issuer-credentials",
+            "/creds",
+            "--jwt-enabled",
+        ])
+        .into_config(None)
+        .unwrap();
+        let j = c.jwt.unwrap();
+        assert_eq!(j.key_path, PathBuf::from("/creds/jwt.key"));
+        assert_eq!(j.jwks_path, PathBuf::from("/creds/jwks.json"));
+        assert_eq!(j.ttl, Duration::from_secs(86400));
+        assert_eq!(j.algorithm, None);
+        assert!(c.oidc.is_none());
+        let c = args(&[
+            "--config",
+            "/nonexistent",
+            "--issuer-credentials",
+            "/creds",
+            "--jwt-enabled",
+            "--jwt-key-filename",
+            "/abs/k.pem",
+            "--jwks-filename",
+            "sub/keys.json",
+            "--jwt-signing-algorithm",
+            "es256",
+            "--jwt-ttl",
+            "1h",
+            "--oidc-enabled",
+            "--oidc-server-tls-enabled=false",
+            "--oidc-path-prefix",
+            "sentry/",
+            "--oidc-allowed-hosts",
+            "Issuer.Example, other.example",
+        ])
+        .into_config(None)
+        .unwrap();
+        let j = c.jwt.unwrap();
+        assert_eq!(j.key_path, PathBuf::from("/abs/k.pem"));
+        assert_eq!(j.jwks_path, PathBuf::from("/creds/sub/keys.json"));
+        assert_eq!(j.algorithm, Some(JwsAlgorithm::Es256));
+        assert_eq!(j.ttl, Duration::from_secs(3600));
+        let o = c.oidc.unwrap();
+        assert_eq!(o.listen, "127.0.0.1:9080".parse().unwrap());
+        assert!(o.tls.is_none());
+        assert_eq!(o.path_prefix, "/sentry");
+        assert_eq!(o.allowed_hosts, vec!["issuer.example", "other.example"]);
+
+        // TLS is on by default and needs its files.
+        let e = args(&["--jwt-enabled", "--oidc-enabled"])
             .into_config(None)
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains("--jwt-issuer") && e.contains("--jwt-enabled"),
-            "{e}"
-        );
-        let e = args(&["--jwt-enabled"])
-            .into_config(None)
+        assert!(e.contains("--oidc-server-tls-cert-file"), "{e}");
+        let c = args(&[
+            "--config",
+            "/nonexistent",
+            "--jwt-enabled",
+            "--oidc-enabled",
+            "--oidc-server-tls-enabled",
+            "--oidc-server-tls-cert-file",
+            "/c.pem",
+            "--oidc-server-tls-key-file",
+            "/k.pem",
+        ])
+        .into_config(None)
+        .unwrap();
+        assert!(c.oidc.unwrap().tls.is_some());
+        let e = args(&["--mode", "kubernetes", "--jwt-enabled"])
+            .into_config(Some(DaprConfiguration::default()))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("not available"), "{e}");
+        assert!(e.contains("kubernetes mode"), "{e}");
+        for bad in [
+            &["--jwt-signing-algorithm", "HS256"][..],
+            &["--jwt-ttl", "0"][..],
+            &["--jwt-key-id", ""][..],
+            &["--jwks-filename", "jwt.key"][..],
+        ] {
+            let mut v = vec!["--jwt-enabled"];
+            v.extend_from_slice(bad);
+            assert!(args(&v).into_config(None).is_err(), "{bad:?}");
+        }
+        for bad in [
+            &["--oidc-path-prefix", "/a/../b"][..],
+            &["--oidc-jwks-uri", "ftp://x"][..],
+        ] {
+            let mut v = vec![
+                "--jwt-enabled",
+                "--oidc-enabled",
+                "--oidc-server-tls-enabled=false",
+            ];
+            v.extend_from_slice(bad);
+            assert!(args(&v).into_config(None).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

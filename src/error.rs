@@ -25,6 +25,12 @@ pub enum Error {
     /// Signing failed (issuer expired, key problem).
     #[error("failed to sign certificate: {0}")]
     Signing(sigil_pki::Error),
+    /// The request's `jwt_audiences` are refused (too many, too long, control characters).
+    #[error("{0}")]
+    JwtAudiences(String),
+    /// Signing a JWT-SVID failed.
+    #[error("failed to generate JWT: {0}")]
+    JwtSigning(sigil_pki::Error),
     /// The server is shutting down or not ready.
     #[error("server not ready: {0}")]
     NotReady(String),
@@ -60,12 +66,14 @@ impl Error {
     /// The gRPC code Dapr Sentry answers for this error (see the spec's request handling).
     pub fn code(&self) -> Code {
         match self {
-            Error::ValidatorNotSpecified | Error::ValidatorNotEnabled | Error::Csr(_) => {
-                Code::InvalidArgument
-            }
+            Error::ValidatorNotSpecified
+            | Error::ValidatorNotEnabled
+            | Error::Csr(_)
+            | Error::JwtAudiences(_) => Code::InvalidArgument,
             Error::Denied(_) => Code::PermissionDenied,
             Error::Unavailable(_) | Error::NotReady(_) => Code::Unavailable,
             Error::Signing(_)
+            | Error::JwtSigning(_)
             | Error::Ca(_)
             | Error::Io { .. }
             | Error::Config(_)
@@ -85,6 +93,8 @@ impl Error {
             Error::Signing(sigil_pki::Error::IssuerNotValidNow(_)) => "issuer_not_valid",
             Error::Signing(_) => "signing_failed",
             Error::NotReady(_) => "not_ready",
+            Error::JwtAudiences(_) => "jwt_audiences_invalid",
+            Error::JwtSigning(_) => "jwt_signing_failed",
             Error::Ca(_) | Error::Io { .. } | Error::Config(_) | Error::Store(_) => "internal",
         }
     }
@@ -95,7 +105,7 @@ impl From<Error> for Status {
         // Internal details (paths, store errors) are logged, not sent to callers.
         let message = match e.code() {
             Code::Internal => match &e {
-                Error::Signing(_) => e.to_string(),
+                Error::Signing(_) | Error::JwtSigning(_) => e.to_string(),
                 _ => "internal error".to_string(),
             },
             _ => e.to_string(),

@@ -12,6 +12,8 @@
 //!   never replaces good.
 //! - [`serving_cert`]: the server's own `dapr-sentry` certificate, renewed in process.
 //! - [`ca_service`]: the gRPC `SignCertificate` handler, in Dapr's order with Dapr's codes.
+//! - [`jwt`]: JWT-SVIDs next to every certificate: signing key, published JWKS, rotation.
+//! - [`oidc`]: the OIDC discovery server (`/.well-known/openid-configuration`, `/jwks.json`).
 //! - [`observe`]: metrics, health, audit log.
 //! - [`cluster`]: the Kubernetes API client (kubernetes mode).
 //! - [`server`]: wiring and graceful shutdown.
@@ -25,7 +27,9 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 mod error;
+pub mod jwt;
 pub mod observe;
+pub mod oidc;
 pub mod rotation;
 pub mod server;
 pub mod serving_cert;

@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::ca_service::CaService;
 use crate::cluster;
 use crate::config::{Config, Mode};
+use crate::jwt::{FileJwtStore, JwtKeyStore, JwtState};
 use crate::observe::{self, Metrics, Readiness};
 use crate::rotation::{self, CaState};
 use crate::serving_cert::{self, ServingCert, ServingIdentity};
@@ -47,6 +48,10 @@ pub struct RunningServer {
     pub metrics: Arc<Metrics>,
     /// The serving certificate.
     pub serving: Arc<ServingCert>,
+    /// JWT issuance state, when enabled.
+    pub jwt: Option<Arc<JwtState>>,
+    /// OIDC discovery server address actually bound, when enabled.
+    pub oidc_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), Error>>,
 }
@@ -218,6 +223,26 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
     let state = Arc::new(CaState::new(authority, &files));
     drop(files);
 
+    // JWT keys: the file store in standalone mode. Kubernetes mode plugs its own
+    // `JwtKeyStore` (Secret + ConfigMap `dapr-trust-bundle`) in here.
+    let jwt = match &config.jwt {
+        Some(settings) => {
+            let jwt_store: Arc<dyn JwtKeyStore> =
+                Arc::new(FileJwtStore::new(&settings.key_path, &settings.jwks_path));
+            let state = Arc::new(
+                crate::jwt::load_or_generate(
+                    &*jwt_store,
+                    settings,
+                    config.policy.clock_skew,
+                    &*clock,
+                )
+                .await?,
+            );
+            Some((jwt_store, state))
+        }
+        None => None,
+    };
+
     let identity = ServingIdentity::from_config(&config);
     let issued = serving_cert::issue(&state.current(), &identity, &config.policy, clock.now())?;
     let serving = Arc::new(ServingCert::new(issued));
@@ -232,6 +257,27 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
         }
         None => None,
     };
+
+    let oidc_addr = match (&config.oidc, &jwt) {
+        (Some(oidc), Some((_, state))) => {
+            Some(crate::oidc::spawn(oidc, state.clone(), shutdown_rx.clone()).await?)
+        }
+        (Some(_), None) => {
+            return Err(Error::Config(
+                "--oidc-enabled requires --jwt-enabled".into(),
+            ))
+        }
+        _ => None,
+    };
+    if let Some((jwt_store, state)) = &jwt {
+        tokio::spawn(crate::jwt::watch_store(
+            jwt_store.clone(),
+            state.clone(),
+            clock.clone(),
+            config.reload_interval,
+            shutdown_rx.clone(),
+        ));
+    }
 
     tokio::spawn(rotation::watch_store(
         store.clone(),
@@ -297,6 +343,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
         cluster_domain: config.cluster_domain.clone(),
         limiter: Arc::new(Semaphore::new(config.max_concurrent_requests)),
         queue_timeout: config.request_timeout,
+        jwt: jwt.as_ref().map(|(_, state)| state.clone()),
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -379,6 +426,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
         grpc = %grpc_addr,
         healthz = %healthz_addr,
         metrics = ?metrics_addr,
+        oidc = ?oidc_addr,
         trust_domain = %config.trust_domain,
         sentry_id = %config.sentry_id(),
         "sigil is serving"
@@ -390,6 +438,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
         state,
         metrics,
         serving,
+        jwt: jwt.map(|(_, state)| state),
+        oidc_addr,
         shutdown: shutdown_tx,
         task,
     })

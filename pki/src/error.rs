@@ -182,4 +182,15 @@ pub enum Error {
     /// The signing primitive failed.
     #[error("signing failed: {0}")]
     Signing(String),
+
+    // ---- JWT-SVIDs --------------------------------------------------------------------
+    /// The JWT signing key cannot be used (unreadable, or not fit for the algorithm).
+    #[error("JWT signing key: {0}")]
+    JwtKey(String),
+    /// The JWKS document is unusable.
+    #[error("JWKS: {0}")]
+    Jwks(String),
+    /// The requested JWT audiences are refused.
+    #[error("invalid jwt_audiences: {0}")]
+    JwtAudience(String),
 }

@@ -24,6 +24,9 @@
 //!
 //! Time is never read behind the caller's back: every check takes `now`, which callers
 //! obtain from a [`Clock`] so tests can move time without sleeping.
+//!
+//! JWT-SVIDs (tokens issued next to certificates) live in [`jwt`]: signing keys, the
+//! published key set and its rotation, and token signing.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -34,6 +37,7 @@ pub mod csr;
 mod der;
 mod error;
 pub mod issue;
+pub mod jwt;
 pub mod keys;
 pub mod pem_bundle;
 pub mod spiffe;
@@ -44,6 +48,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use csr::{CsrKeyType, ValidatedCsr, MAX_CSR_BYTES};
 pub use error::Error;
 pub use issue::{IssuePolicy, IssuedCertificate};
+pub use jwt::{JwksDocument, JwsAlgorithm, JwtRequest, JwtSigningKey};
 pub use keys::{KeyType, PrivateKey};
 pub use spiffe::{AppId, Namespace, SpiffeId, TrustDomain};
 
