@@ -15,10 +15,17 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
 
-cargo build --quiet --bin sigil
-sigil_bin="${CARGO_TARGET_DIR:-$repo/target}/debug/sigil"
+cargo build --quiet --bin sigil --example jwt_fetch
+target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+sigil_bin="$target_dir/debug/sigil"
 
-exec "$venv/bin/python" tests/interop/interop.py \
+"$venv/bin/python" tests/interop/interop.py \
     --sigil "$sigil_bin" \
     --proto-root "$repo/proto" \
     --proto dapr/proto/sentry/v1/sentry.proto
+
+# JWT-SVIDs from a running server, verified by PyJWT through the OIDC discovery server.
+for alg in RS256 ES256 EdDSA; do
+    echo "== PyJWT check, $alg"
+    "$venv/bin/python" tests/interop/jwt_verify.py --target-dir "$target_dir" --alg "$alg"
+done
