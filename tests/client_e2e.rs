@@ -808,3 +808,32 @@ async fn sigil_request_writes_cert_key_and_anchors() {
     );
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn jwt_svids_arrive_with_the_certificate_when_the_server_issues_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("creds");
+    let server = start_server(
+        &creds,
+        &["--jwt-enabled", "--jwt-signing-algorithm", "ES256"],
+    )
+    .await;
+    let mut config = source_config(
+        &server.grpc_addr.to_string(),
+        "orders",
+        "public",
+        &creds.join("ca.crt"),
+    );
+    config.jwt_audiences = vec!["api://billing".into()];
+    let source = SvidSource::start(config).unwrap();
+    let svid = ready(&source).await;
+    let all = svid.jwt().expect("a token for all audiences");
+    assert_eq!(all.split('.').count(), 3);
+    let billing = svid
+        .jwt_for("api://billing")
+        .expect("a token for the extra audience");
+    assert_ne!(billing, all, "the per-audience token is its own");
+    assert!(svid.jwt_for("api://other").is_none());
+    assert!(svid.renew_by() <= svid.not_after());
+    server.shutdown().await.unwrap();
+}

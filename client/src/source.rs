@@ -97,6 +97,9 @@ pub struct SourceConfig {
     pub tries: u32,
     /// How often an anchors file is re-read. Default 5 s.
     pub anchors_poll_interval: Duration,
+    /// Extra audiences for JWT-SVIDs (daprd: `--sentry-request-jwt-audiences`); the server
+    /// adds the trust domain. Tokens come only from servers with JWT issuance on.
+    pub jwt_audiences: Vec<String>,
 }
 
 fn parse<T: std::str::FromStr<Err = sigil_pki::Error>>(what: &str, v: &str) -> Result<T, Error> {
@@ -128,6 +131,7 @@ impl SourceConfig {
             try_timeout: Duration::from_secs(3),
             tries: 3,
             anchors_poll_interval: Duration::from_secs(5),
+            jwt_audiences: Vec::new(),
         })
     }
 
@@ -415,7 +419,7 @@ impl Inner {
                 .validator
                 .map(|v| v.wire() as i32)
                 .unwrap_or(TokenValidator::Unknown as i32),
-            jwt_audiences: Vec::new(),
+            jwt_audiences: self.config.jwt_audiences.clone(),
         };
         let response = sentry::sign(&self.endpoint, self.anchors.clone(), request).await?;
         let svid = svid::accept_response(
@@ -481,7 +485,7 @@ async fn renew_loop(inner: Arc<Inner>) {
                     &policy,
                     svid.received_at(),
                     svid.not_before(),
-                    svid.not_after(),
+                    svid.renew_by(),
                     jitter_sample(),
                 );
                 let due = svid.received_at() + to_time(delay);

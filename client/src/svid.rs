@@ -28,9 +28,43 @@ pub struct Svid {
     not_after: OffsetDateTime,
     received_at: OffsetDateTime,
     serial_hex: String,
+    /// JWT-SVID for all requested audiences (when the server issues JWTs). A bearer secret:
+    /// never logged.
+    jwt: Option<String>,
+    /// One JWT-SVID per audience.
+    per_audience_jwts: std::collections::BTreeMap<String, String>,
+    /// Earliest `exp` among the tokens, if any.
+    jwt_expires: Option<OffsetDateTime>,
 }
 
 impl Svid {
+    /// The JWT-SVID for all requested audiences, if the server issued one.
+    pub fn jwt(&self) -> Option<&str> {
+        self.jwt.as_deref()
+    }
+
+    /// The JWT-SVID for one audience: the per-audience token if there is one, else the
+    /// all-audience token when its `aud` contains `audience`.
+    pub fn jwt_for(&self, audience: &str) -> Option<&str> {
+        if let Some(t) = self.per_audience_jwts.get(audience) {
+            return Some(t);
+        }
+        let all = self.jwt.as_deref()?;
+        jwt_claims(all)
+            .ok()
+            .filter(|c| c.aud.iter().any(|a| a == audience))
+            .map(|_| all)
+    }
+
+    /// When the certificate or its tokens must be renewed by: the earlier of the leaf's
+    /// NotAfter and the tokens' `exp`.
+    pub fn renew_by(&self) -> OffsetDateTime {
+        match self.jwt_expires {
+            Some(exp) => exp.min(self.not_after),
+            None => self.not_after,
+        }
+    }
+
     /// The SPIFFE ID the certificate carries (the one asked for).
     pub fn spiffe_id(&self) -> &SpiffeId {
         &self.id
@@ -100,8 +134,47 @@ impl fmt::Debug for Svid {
             .field("not_before", &self.not_before)
             .field("not_after", &self.not_after)
             .field("key", &self.key)
+            .field(
+                "jwts",
+                &(self.jwt.is_some() as usize + self.per_audience_jwts.len()),
+            )
             .finish()
     }
+}
+
+/// The claims the client reads from a JWT-SVID. The signature is the relying party's to
+/// check; the client only reads what it holds.
+#[derive(serde::Deserialize)]
+struct JwtClaims {
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    exp: Option<i64>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    aud: Vec<String>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Aud {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match <Option<Aud> as serde::Deserialize>::deserialize(d)? {
+        None => Vec::new(),
+        Some(Aud::One(a)) => vec![a],
+        Some(Aud::Many(v)) => v,
+    })
+}
+
+fn jwt_claims(token: &str) -> Result<JwtClaims, String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).ok_or("not a compact JWS")?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .map_err(|e| format!("payload is not base64url: {e}"))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("payload is not JSON claims: {e}"))
 }
 
 /// A PEM CSR with an empty subject for `key` (Sentry uses only the public key).
@@ -208,8 +281,32 @@ pub(crate) fn accept_response(
             .map_err(|r| Error::Untrusted(r.to_string()))?;
     }
 
+    // JWT-SVIDs come with the certificate and are held with it; they must name the same
+    // identity, or the whole answer is refused.
+    let per_audience_jwts: std::collections::BTreeMap<String, String> =
+        response.per_audience_jwts.into_iter().collect();
+    let mut jwt_expires: Option<OffsetDateTime> = None;
+    for token in response.jwt.iter().chain(per_audience_jwts.values()) {
+        let claims = jwt_claims(token).map_err(|e| bad(format!("JWT-SVID: {e}")))?;
+        if claims.sub.as_deref() != Some(expected.to_string().as_str()) {
+            return Err(Error::WrongIdentity {
+                expected: expected.to_string(),
+                got: format!("JWT-SVID for {}", claims.sub.unwrap_or_default()),
+            });
+        }
+        if let Some(exp) = claims
+            .exp
+            .and_then(|e| OffsetDateTime::from_unix_timestamp(e).ok())
+        {
+            jwt_expires = Some(jwt_expires.map_or(exp, |cur| cur.min(exp)));
+        }
+    }
+
     let certified = Arc::new(CertifiedKey::new(chain.clone(), rustls_key(&key)?));
     Ok(Svid {
+        jwt: response.jwt,
+        per_audience_jwts,
+        jwt_expires,
         id,
         chain,
         key,
@@ -288,6 +385,59 @@ pub(crate) mod tests {
             assert_eq!(svid.ca_roots().len(), 1);
             assert!(!format!("{svid:?}").contains("PRIVATE"));
         }
+    }
+
+    fn fake_jwt(claims: serde_json::Value) -> String {
+        use base64::Engine;
+        let e = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        format!(
+            "{}.{}.c2ln",
+            e(br#"{"alg":"RS256"}"#),
+            e(claims.to_string().as_bytes())
+        )
+    }
+
+    #[test]
+    fn jwt_svids_are_held_with_the_certificate_and_bound_renewal() {
+        let (ca, roots) = new_ca();
+        let want = id("spiffe://public/ns/default/orders");
+        let now = OffsetDateTime::now_utc();
+        let exp = now.unix_timestamp() + 600;
+        let key = PrivateKey::generate(KeyType::Ed25519).unwrap();
+        let mut resp = respond(&ca, &key, &want);
+        resp.jwt = Some(fake_jwt(
+            serde_json::json!({"sub": want.to_string(), "aud": ["public", "api"], "exp": exp}),
+        ));
+        resp.per_audience_jwts.insert(
+            "api".into(),
+            fake_jwt(serde_json::json!({"sub": want.to_string(), "aud": "api", "exp": exp + 60})),
+        );
+        let svid = accept_response(resp, key, &want, &anchors_of(&roots), false, now).unwrap();
+        assert!(svid.jwt().is_some());
+        assert_eq!(
+            svid.jwt_for("api"),
+            svid.per_audience_jwts.get("api").map(String::as_str)
+        );
+        assert_eq!(svid.jwt_for("public"), svid.jwt());
+        assert_eq!(svid.jwt_for("other"), None);
+        assert_eq!(
+            svid.renew_by().unix_timestamp(),
+            exp,
+            "the earlier token expiry bounds renewal"
+        );
+        assert!(
+            !format!("{svid:?}").contains("eyJ"),
+            "tokens must not appear in Debug"
+        );
+
+        // A token for another identity spoils the whole answer.
+        let key = PrivateKey::generate(KeyType::Ed25519).unwrap();
+        let mut resp = respond(&ca, &key, &want);
+        resp.jwt = Some(fake_jwt(
+            serde_json::json!({"sub": "spiffe://public/ns/default/payments", "exp": exp}),
+        ));
+        let e = accept_response(resp, key, &want, &anchors_of(&roots), false, now).unwrap_err();
+        assert!(matches!(e, Error::WrongIdentity { .. }), "{e}");
     }
 
     #[test]
