@@ -171,6 +171,11 @@ impl Ca for CaService {
                 jwts,
             }) => {
                 self.metrics.sign_success.inc();
+                if let Some(j) = &jwts {
+                    self.metrics
+                        .jwt_issued
+                        .inc_by(1 + j.per_audience.len() as u64);
+                }
                 self.metrics
                     .sign_duration
                     .observe(started.elapsed().as_secs_f64());

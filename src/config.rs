@@ -524,10 +524,19 @@ impl ServeArgs {
         }
         let jwt = if self.jwt_enabled {
             if self.mode == Mode::Kubernetes {
-                // Lifted once the Secret-backed `JwtKeyStore` exists (see crate::jwt::store).
-                return Err(Error::Config(
-                    "--jwt-enabled is not available in kubernetes mode yet: the JWT key belongs in the dapr-trust-bundle Secret, which this build does not implement".into(),
-                ));
+                // The names become keys of the dapr-trust-bundle Secret and ConfigMap.
+                for (flag, name) in [
+                    ("--jwt-key-filename", &self.jwt_key_filename),
+                    ("--jwks-filename", &self.jwks_filename),
+                ] {
+                    if let Some(name) = name {
+                        if !crate::store::kubernetes::is_valid_data_key(name) {
+                            return Err(Error::Config(format!(
+                                "{flag} names a key of the Secret dapr-trust-bundle in kubernetes mode and must match [-._a-zA-Z0-9]+, got {name:?}"
+                            )));
+                        }
+                    }
+                }
             }
             Some(self.jwt_settings(&credentials_dir)?)
         } else {

@@ -3,7 +3,8 @@
 //!
 //! Metric names: Dapr Sentry's (`dapr_sentry_*`) so existing dashboards keep working, plus
 //! Sigil's own (`sigil_*`): requests by validator and gRPC code, a signing-latency
-//! histogram, validation-cache hits, and seconds left on every CA certificate.
+//! histogram, validation-cache hits, seconds left on every CA certificate, and JWT-SVID
+//! issuance and key changes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,6 +74,16 @@ pub struct Metrics {
     pub reload_failures: Counter,
     /// sigil_ca_certificate_expiry_seconds{role,subject}: seconds left (negative when expired)
     pub cert_expiry: Family<CertLabels, Gauge<f64, AtomicU64>>,
+    /// sigil_jwt_issued_total: JWT-SVIDs signed (the all-audience token and each
+    /// per-audience one)
+    pub jwt_issued: Counter,
+    /// sigil_jwt_signing_key_changed_total
+    pub jwt_key_changed: Counter,
+    /// sigil_jwt_key_problems_total: polls that could not read or publish the JWT keys, or
+    /// found a change that was not usable
+    pub jwt_key_problems: Counter,
+    /// sigil_jwks_keys: keys in the published JWKS
+    pub jwks_keys: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -103,6 +114,10 @@ impl Metrics {
         let cache_misses = Counter::default();
         let reload_failures = Counter::default();
         let cert_expiry = Family::<CertLabels, Gauge<f64, AtomicU64>>::default();
+        let jwt_issued = Counter::default();
+        let jwt_key_changed = Counter::default();
+        let jwt_key_problems = Counter::default();
+        let jwks_keys = Gauge::default();
         registry.register(
             "dapr_sentry_cert_sign_request_received",
             "Certificate signing requests received",
@@ -163,6 +178,26 @@ impl Metrics {
             "Seconds until each CA certificate (issuer chain and every trust anchor) expires",
             cert_expiry.clone(),
         );
+        registry.register(
+            "sigil_jwt_issued",
+            "JWT-SVIDs signed (each per-audience token counts)",
+            jwt_issued.clone(),
+        );
+        registry.register(
+            "sigil_jwt_signing_key_changed",
+            "Times a new JWT signing key took over",
+            jwt_key_changed.clone(),
+        );
+        registry.register(
+            "sigil_jwt_key_problems",
+            "Polls of the JWT key store that failed to read or publish, or found an unusable key",
+            jwt_key_problems.clone(),
+        );
+        registry.register(
+            "sigil_jwks_keys",
+            "Keys in the published JWKS",
+            jwks_keys.clone(),
+        );
         Self {
             registry,
             sign_received,
@@ -177,6 +212,10 @@ impl Metrics {
             cache_misses,
             reload_failures,
             cert_expiry,
+            jwt_issued,
+            jwt_key_changed,
+            jwt_key_problems,
+            jwks_keys,
         }
     }
 

@@ -14,13 +14,15 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
@@ -207,48 +209,141 @@ impl OidcHandler {
     }
 }
 
-fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, Error> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| {
-            Error::Config(format!(
-                "--oidc-server-tls-cert-file {}: {e}",
-                cert.display()
-            ))
-        })?
-        .collect::<Result<_, _>>()
-        .map_err(|e| {
-            Error::Config(format!(
-                "--oidc-server-tls-cert-file {}: {e}",
-                cert.display()
-            ))
-        })?;
-    if certs.is_empty() {
-        return Err(Error::Config(format!(
-            "--oidc-server-tls-cert-file {} holds no certificate",
+/// Reads and checks the OIDC server's certificate chain and key.
+fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, Error> {
+    let cert_error = |e: &dyn std::fmt::Display| {
+        Error::Config(format!(
+            "--oidc-server-tls-cert-file {}: {e}",
             cert.display()
-        )));
+        ))
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| cert_error(&e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| cert_error(&e))?;
+    if certs.is_empty() {
+        return Err(cert_error(&"holds no certificate"));
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| Error::Config(format!("--oidc-server-tls-key-file {}: {e}", key.display())))?;
+    let provider = rustls::crypto::ring::default_provider();
+    // Checks that the key is usable and belongs to the first certificate.
+    CertifiedKey::from_der(certs, key, &provider)
+        .map_err(|e| Error::Config(format!("OIDC TLS certificate and key: {e}")))
+}
+
+/// The OIDC server's certificate, re-read from its files when they change, so that a
+/// renewed certificate (cert-manager, a mounted Secret) is served without a restart.
+#[derive(Debug)]
+struct FileCertificate {
+    cert: PathBuf,
+    key: PathBuf,
+    current: RwLock<(Arc<CertifiedKey>, [u8; 32])>,
+}
+
+/// SHA-256 over both files as they are now.
+fn files_digest(cert: &Path, key: &Path) -> std::io::Result<[u8; 32]> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for path in [cert, key] {
+        let bytes = zeroize::Zeroizing::new(std::fs::read(path)?);
+        ctx.update(&(bytes.len() as u64).to_be_bytes());
+        ctx.update(&bytes);
+    }
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    Ok(out)
+}
+
+impl FileCertificate {
+    fn load(cert: &Path, key: &Path) -> Result<Self, Error> {
+        let digest = files_digest(cert, key).map_err(|e| Error::io(cert, e))?;
+        let certified = load_certified_key(cert, key)?;
+        Ok(Self {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            current: RwLock::new((Arc::new(certified), digest)),
+        })
+    }
+
+    /// Re-reads the files if their content changed. A broken pair (half-written, key and
+    /// certificate that do not match) is logged and the previous certificate kept.
+    fn refresh(&self) {
+        let digest = match files_digest(&self.cert, &self.key) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, cert = %self.cert.display(), "cannot read the OIDC TLS files; keeping the current certificate");
+                return;
+            }
+        };
+        if self.current.read().unwrap_or_else(|e| e.into_inner()).1 == digest {
+            return;
+        }
+        match load_certified_key(&self.cert, &self.key) {
+            Ok(certified) => {
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) =
+                    (Arc::new(certified), digest);
+                tracing::info!(cert = %self.cert.display(), "reloaded the OIDC TLS certificate");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the changed OIDC TLS files are not usable; keeping the current certificate");
+            }
+        }
+    }
+}
+
+impl ResolvesServerCert for FileCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .0
+                .clone(),
+        )
+    }
+}
+
+fn tls_acceptor(certificate: Arc<FileCertificate>) -> Result<TlsAcceptor, Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Config(format!("OIDC TLS: {e}")))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| Error::Config(format!("OIDC TLS certificate and key: {e}")))?;
+        .with_cert_resolver(certificate);
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }
 
 /// Binds the OIDC server and serves it until `shutdown`; returns the bound address.
+///
+/// The certificate files are checked for changes every `reload_interval`.
 pub async fn spawn(
     settings: &OidcSettings,
     jwt: Arc<JwtState>,
+    reload_interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<SocketAddr, Error> {
     let acceptor = match &settings.tls {
-        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        Some((cert, key)) => {
+            let certificate = Arc::new(FileCertificate::load(cert, key)?);
+            let watched = certificate.clone();
+            let mut stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(reload_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            let c = watched.clone();
+                            // File reads and PEM parsing stay off the async workers.
+                            let _ = tokio::task::spawn_blocking(move || c.refresh()).await;
+                        }
+                        _ = stop.changed() => return,
+                    }
+                }
+            });
+            Some(tls_acceptor(certificate)?)
+        }
         None => {
             tracing::warn!("the OIDC server serves plain HTTP (--oidc-server-tls-enabled=false); put it behind a TLS-terminating proxy");
             None

@@ -19,7 +19,7 @@ use crate::observe::{self, Metrics, Readiness};
 use crate::rotation::{self, CaState};
 use crate::serving_cert::{self, ServingCert, ServingIdentity};
 use crate::store::file::FileStore;
-use crate::store::kubernetes::KubernetesStore;
+use crate::store::kubernetes::{KubernetesJwtStore, KubernetesStore};
 use crate::store::CredentialStore;
 use crate::validator::insecure::InsecureValidator;
 use crate::validator::jwks::{self, JwksValidator};
@@ -146,18 +146,33 @@ fn started_jwks(validator: JwksValidator) -> Arc<JwksValidator> {
     validator
 }
 
+/// The store and validators of one mode, and the cluster client in kubernetes mode.
+struct Parts {
+    store: Arc<dyn CredentialStore>,
+    validators: Validators,
+    kube_client: Option<kube::Client>,
+}
+
+/// The Secret/ConfigMap key for a JWT file setting (validated as a plain name in
+/// kubernetes mode by the config).
+fn data_key(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 /// Kubernetes mode: the `dapr-trust-bundle` store and the validators (Kubernetes, the
 /// default; JWKS joins here when the Configuration enables it).
 async fn kubernetes_parts(
     config: &Config,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
-) -> Result<(Arc<dyn CredentialStore>, Validators), Error> {
+) -> Result<Parts, Error> {
     let api_timeout = cluster::api_timeout(config.request_timeout);
     let client = cluster::connect(config.kubeconfig.as_deref(), api_timeout).await?;
     let store = KubernetesStore::new(client.clone(), config.namespace.as_str(), api_timeout);
     let kubernetes = KubernetesValidator::new(
-        client,
+        client.clone(),
         KubernetesOptions {
             control_plane_trust_domain: config.trust_domain.clone(),
             control_plane_namespace: config.namespace.clone(),
@@ -173,7 +188,11 @@ async fn kubernetes_parts(
     if let Some(jwks) = jwks::from_configuration(config, clock) {
         validators = validators.with(started_jwks(jwks?), false);
     }
-    Ok((Arc::new(store), validators))
+    Ok(Parts {
+        store: Arc::new(store),
+        validators,
+        kube_client: Some(client),
+    })
 }
 
 /// Starts every part of the server and returns once it is listening and ready.
@@ -183,18 +202,23 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
         Mode::Standalone => jwks::from_configuration(&config, clock.clone()).transpose()?,
         Mode::Kubernetes => None,
     };
-    let (store, validators): (Arc<dyn CredentialStore>, Validators) = match (
-        config.mode,
-        standalone_jwks,
-    ) {
+    let file_store = || -> Arc<dyn CredentialStore> {
+        Arc::new(FileStore::new(
+            &config.credentials_dir,
+            config.file_names.clone(),
+        ))
+    };
+    let Parts {
+        store,
+        validators,
+        kube_client,
+    } = match (config.mode, standalone_jwks) {
         // Dapr: a configured JWKS validator is the only one, with no default.
-        (Mode::Standalone, Some(jwks)) => {
-            let store = FileStore::new(&config.credentials_dir, config.file_names.clone());
-            (
-                Arc::new(store),
-                Validators::new().with(started_jwks(jwks), false),
-            )
-        }
+        (Mode::Standalone, Some(jwks)) => Parts {
+            store: file_store(),
+            validators: Validators::new().with(started_jwks(jwks), false),
+            kube_client: None,
+        },
         (Mode::Standalone, None) => {
             if !config.listen.ip().is_loopback() && !config.insecure_allow_remote {
                 return Err(Error::Config(format!(
@@ -205,11 +229,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
             tracing::warn!(
                 "INSECURE VALIDATOR ENABLED: any caller can obtain a certificate for any identity. Use --mode kubernetes (or a JWKS validator) outside local development."
             );
-            let store = FileStore::new(&config.credentials_dir, config.file_names.clone());
-            (
-                Arc::new(store),
-                Validators::new().with(Arc::new(InsecureValidator), true),
-            )
+            Parts {
+                store: file_store(),
+                validators: Validators::new().with(Arc::new(InsecureValidator), true),
+                kube_client: None,
+            }
         }
         (Mode::Kubernetes, _) => kubernetes_parts(&config, metrics.clone(), clock.clone()).await?,
     };
@@ -223,12 +247,19 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
     let state = Arc::new(CaState::new(authority, &files));
     drop(files);
 
-    // JWT keys: the file store in standalone mode. Kubernetes mode plugs its own
-    // `JwtKeyStore` (Secret + ConfigMap `dapr-trust-bundle`) in here.
+    // JWT keys live next to the CA material: files, or the dapr-trust-bundle Secret.
     let jwt = match &config.jwt {
         Some(settings) => {
-            let jwt_store: Arc<dyn JwtKeyStore> =
-                Arc::new(FileJwtStore::new(&settings.key_path, &settings.jwks_path));
+            let jwt_store: Arc<dyn JwtKeyStore> = match &kube_client {
+                None => Arc::new(FileJwtStore::new(&settings.key_path, &settings.jwks_path)),
+                Some(client) => Arc::new(KubernetesJwtStore::new(
+                    client.clone(),
+                    config.namespace.as_str(),
+                    cluster::api_timeout(config.request_timeout),
+                    data_key(&settings.key_path),
+                    data_key(&settings.jwks_path),
+                )),
+            };
             let state = Arc::new(
                 crate::jwt::load_or_generate(
                     &*jwt_store,
@@ -259,9 +290,15 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
     };
 
     let oidc_addr = match (&config.oidc, &jwt) {
-        (Some(oidc), Some((_, state))) => {
-            Some(crate::oidc::spawn(oidc, state.clone(), shutdown_rx.clone()).await?)
-        }
+        (Some(oidc), Some((_, state))) => Some(
+            crate::oidc::spawn(
+                oidc,
+                state.clone(),
+                config.reload_interval,
+                shutdown_rx.clone(),
+            )
+            .await?,
+        ),
         (Some(_), None) => {
             return Err(Error::Config(
                 "--oidc-enabled requires --jwt-enabled".into(),
@@ -274,6 +311,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
             jwt_store.clone(),
             state.clone(),
             clock.clone(),
+            metrics.clone(),
             config.reload_interval,
             shutdown_rx.clone(),
         ));

@@ -182,6 +182,11 @@ async fn tokens_verify_against_the_jwks_served_by_the_oidc_server() {
     );
     assert_eq!(exp - iat, 24 * 3600, "default --jwt-ttl 24h");
     assert_eq!(iat - nbf, 15 * 60, "nbf backdated by the clock skew");
+    assert_eq!(
+        server.metrics.jwt_issued.get(),
+        4,
+        "one token for all audiences and one per audience"
+    );
     let mut auds: Vec<&String> = resp.per_audience_jwts.keys().collect();
     auds.sort();
     assert_eq!(auds, vec!["api://a", "b", "example.org"]);
@@ -247,6 +252,15 @@ async fn tokens_verify_against_the_jwks_served_by_the_oidc_server() {
         .map(|k| k["kid"].as_str().unwrap())
         .collect();
     assert_eq!(kids, vec![old_kid.as_str(), new_key.kid()]);
+    // The watcher records the change right after switching keys.
+    for _ in 0..50 {
+        if server.metrics.jwks_keys.get() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.metrics.jwks_keys.get(), 2);
+    assert_eq!(server.metrics.jwt_key_changed.get(), 1);
     let claims = verify(&token, &jwks);
     assert_eq!(claims["sub"], "spiffe://public/ns/shop/orders");
     server.shutdown().await.unwrap();
@@ -373,5 +387,76 @@ async fn an_unusable_jwt_key_stops_the_start_with_the_reason() {
         .await
         .unwrap();
     assert_eq!(server.jwt.as_ref().unwrap().current().key.kid(), ed.kid());
+    server.shutdown().await.unwrap();
+}
+
+/// Whether a TLS handshake with the OIDC server succeeds when trusting only `anchor`.
+async fn oidc_trusted_by(server: &RunningServer, anchor: &[u8]) -> bool {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from(anchor.to_vec()))
+        .unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(server.oidc_addr.unwrap())
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn a_renewed_oidc_certificate_is_served_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, first) = oidc_tls(dir.path());
+    let server = harness::start(
+        dir.path(),
+        &[
+            "--jwt-enabled",
+            "--jwt-signing-algorithm",
+            "ES256",
+            "--oidc-enabled",
+            "--oidc-server-listen-port",
+            "0",
+            "--oidc-server-tls-cert-file",
+            &cert,
+            "--oidc-server-tls-key-file",
+            &key,
+        ],
+    )
+    .await;
+    assert!(oidc_trusted_by(&server, &first).await);
+
+    // A half-written pair (new certificate, old key) is not taken: the old one stays.
+    let staging = tempfile::tempdir().unwrap();
+    let (new_cert, new_key, second) = oidc_tls(staging.path());
+    std::fs::copy(&new_cert, &cert).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        oidc_trusted_by(&server, &first).await,
+        "mismatched pair kept the old certificate"
+    );
+    assert!(!oidc_trusted_by(&server, &second).await);
+
+    // With the key in place the new certificate is served.
+    std::fs::copy(&new_key, &key).unwrap();
+    let mut renewed = false;
+    for _ in 0..50 {
+        if oidc_trusted_by(&server, &second).await {
+            renewed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(renewed, "the renewed certificate is served");
+    assert!(!oidc_trusted_by(&server, &first).await);
     server.shutdown().await.unwrap();
 }

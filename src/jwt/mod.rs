@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use crate::config::JwtSettings;
+use crate::observe::Metrics;
 use crate::Error;
 
 pub mod store;
@@ -413,25 +414,40 @@ pub async fn watch_store(
     store: Arc<dyn JwtKeyStore>,
     state: Arc<JwtState>,
     clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut watcher = JwtWatcher::new();
     let mut last_problem: Option<String> = None;
+    metrics
+        .jwks_keys
+        .set(state.current().document.kids().len() as i64);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.changed() => return,
         }
+        let kid_before = state.current().key.kid().to_string();
         match watcher.poll(&*store, &state, &*clock).await {
             JwtPollOutcome::StoreProblem(p) => {
+                metrics.jwt_key_problems.inc();
                 if last_problem.as_ref() != Some(&p) {
                     tracing::warn!(problem = %p, store = %store.describe(), "cannot read or publish JWT keys; still signing with the current key");
                     last_problem = Some(p);
                 }
             }
+            JwtPollOutcome::Rejected(_) => {
+                metrics.jwt_key_problems.inc();
+                last_problem = None;
+            }
             _ => last_problem = None,
         }
+        let current = state.current();
+        if current.key.kid() != kid_before {
+            metrics.jwt_key_changed.inc();
+        }
+        metrics.jwks_keys.set(current.document.kids().len() as i64);
     }
 }
 

@@ -62,6 +62,16 @@ enum SecretState {
     Full(CaFiles, String),
 }
 
+/// What writing one ConfigMap key did.
+enum Mirrored {
+    Unchanged,
+    Created,
+    /// The key was missing or empty.
+    Filled,
+    /// The key held something else.
+    Replaced,
+}
+
 fn wipe(secret: &mut Secret) {
     if let Some(data) = secret.data.as_mut() {
         for v in data.values_mut() {
@@ -163,54 +173,60 @@ impl KubernetesStore {
             return Ok(());
         }
         let want = std::str::from_utf8(ca_crt)
-            .map_err(|_| Error::Store("the Secret's ca.crt is not PEM text".into()))?
-            .to_owned();
+            .map_err(|_| Error::Store("the Secret's ca.crt is not PEM text".into()))?;
+        match self.put_config_map_entry(KEY_CA, want).await? {
+            Mirrored::Unchanged => {}
+            Mirrored::Created => {
+                tracing::info!(namespace = %self.namespace, "created ConfigMap {TRUST_BUNDLE_NAME} with the trust anchors from the Secret")
+            }
+            Mirrored::Filled => {
+                tracing::info!(namespace = %self.namespace, "filled ConfigMap {TRUST_BUNDLE_NAME} with the trust anchors from the Secret")
+            }
+            Mirrored::Replaced => {
+                tracing::warn!(namespace = %self.namespace, "ConfigMap {TRUST_BUNDLE_NAME} held different trust anchors than the Secret; re-synced it from the Secret (the Secret is the source of truth)")
+            }
+        }
+        self.mark_synced(secret_version);
+        Ok(())
+    }
+
+    /// Sets one key of the ConfigMap to `want` (creating the ConfigMap when missing), with
+    /// conflict detection; other keys are kept.
+    async fn put_config_map_entry(&self, key: &str, want: &str) -> Result<Mirrored, Error> {
         for _ in 0..MAX_ATTEMPTS {
             let api = self.config_maps();
             match cluster::call(self.timeout, api.get(TRUST_BUNDLE_NAME)).await {
                 Err(ApiFailure::NotFound) => {
                     let cm = ConfigMap {
                         metadata: self.meta(None),
-                        data: Some(BTreeMap::from([(KEY_CA.to_string(), want.clone())])),
+                        data: Some(BTreeMap::from([(key.to_string(), want.to_string())])),
                         ..Default::default()
                     };
                     match cluster::call(self.timeout, api.create(&PostParams::default(), &cm)).await
                     {
-                        Ok(_) => {
-                            tracing::info!(namespace = %self.namespace, "created ConfigMap {TRUST_BUNDLE_NAME} with the trust anchors from the Secret");
-                            self.mark_synced(secret_version);
-                            return Ok(());
-                        }
+                        Ok(_) => return Ok(Mirrored::Created),
                         Err(ApiFailure::Conflict) => continue,
                         Err(e) => return Err(self.api_error("creating ConfigMap", e)),
                     }
                 }
                 Err(e) => return Err(self.api_error("reading ConfigMap", e)),
                 Ok(mut cm) => {
-                    let current = cm.data.as_ref().and_then(|d| d.get(KEY_CA));
-                    if current == Some(&want) {
-                        self.mark_synced(secret_version);
-                        return Ok(());
+                    let current = cm.data.as_ref().and_then(|d| d.get(key));
+                    if current.map(String::as_str) == Some(want) {
+                        return Ok(Mirrored::Unchanged);
                     }
-                    let had_anchors = current.is_some_and(|c| !c.trim().is_empty());
+                    let had_value = current.is_some_and(|c| !c.trim().is_empty());
                     cm.data
                         .get_or_insert_with(BTreeMap::new)
-                        .insert(KEY_CA.to_string(), want.clone());
+                        .insert(key.to_string(), want.to_string());
                     match cluster::call(
                         self.timeout,
                         api.replace(TRUST_BUNDLE_NAME, &PostParams::default(), &cm),
                     )
                     .await
                     {
-                        Ok(_) => {
-                            if had_anchors {
-                                tracing::warn!(namespace = %self.namespace, "ConfigMap {TRUST_BUNDLE_NAME} held different trust anchors than the Secret; re-synced it from the Secret (the Secret is the source of truth)");
-                            } else {
-                                tracing::info!(namespace = %self.namespace, "filled ConfigMap {TRUST_BUNDLE_NAME} with the trust anchors from the Secret");
-                            }
-                            self.mark_synced(secret_version);
-                            return Ok(());
-                        }
+                        Ok(_) if had_value => return Ok(Mirrored::Replaced),
+                        Ok(_) => return Ok(Mirrored::Filled),
                         Err(ApiFailure::Conflict) => continue,
                         Err(e) => return Err(self.api_error("updating ConfigMap", e)),
                     }
@@ -318,5 +334,206 @@ impl CredentialStore for KubernetesStore {
             "{}: gave up after {MAX_ATTEMPTS} conflicting writes",
             self.describe()
         )))
+    }
+}
+
+/// The JWT signing key and the JWKS in the same Secret `dapr-trust-bundle` (keys named as
+/// `--jwt-key-filename` and `--jwks-filename`: `jwt.key` and `jwks.json` by default), with
+/// the JWKS's public form mirrored into the ConfigMap, where verifiers that must not read
+/// the Secret find it.
+///
+/// Every Secret write is a read-modify-write carrying the `resourceVersion` it read, so it
+/// never drops what a concurrent writer (the CA store, another replica) put in other keys.
+pub struct KubernetesJwtStore {
+    objects: KubernetesStore,
+    key_name: String,
+    jwks_name: String,
+}
+
+impl std::fmt::Debug for KubernetesJwtStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::jwt::JwtKeyStore::describe(self))
+    }
+}
+
+/// Whether a name can be a key of a Secret or ConfigMap (`[-._a-zA-Z0-9]+`, as the API
+/// server requires).
+pub fn is_valid_data_key(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+}
+
+impl KubernetesJwtStore {
+    /// The store in `namespace`, with the two Secret keys; `timeout` bounds each API call.
+    pub fn new(
+        client: Client,
+        namespace: impl Into<String>,
+        timeout: Duration,
+        key_name: impl Into<String>,
+        jwks_name: impl Into<String>,
+    ) -> Self {
+        Self {
+            objects: KubernetesStore::new(client, namespace, timeout),
+            key_name: key_name.into(),
+            jwks_name: jwks_name.into(),
+        }
+    }
+
+    async fn read_secret(&self) -> Result<Option<Secret>, Error> {
+        let o = &self.objects;
+        match cluster::call(o.timeout, o.secrets().get(TRUST_BUNDLE_NAME)).await {
+            Ok(s) => Ok(Some(s)),
+            Err(ApiFailure::NotFound) => Ok(None),
+            Err(e) => Err(o.api_error("reading Secret", e)),
+        }
+    }
+
+    /// Sets the Secret's `key` to `value`, creating the Secret when missing. With
+    /// `keep_existing`, a non-empty value already there wins and is returned instead.
+    async fn put_secret_entry(
+        &self,
+        key: &str,
+        value: &[u8],
+        keep_existing: bool,
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let o = &self.objects;
+        for _ in 0..MAX_ATTEMPTS {
+            let written = match self.read_secret().await? {
+                Some(mut secret) => {
+                    if keep_existing {
+                        if let Some(existing) = non_empty(secret.data.as_ref(), key) {
+                            wipe(&mut secret);
+                            return Ok(Zeroizing::new(existing));
+                        }
+                    }
+                    secret
+                        .data
+                        .get_or_insert_with(BTreeMap::new)
+                        .insert(key.to_string(), ByteString(value.to_vec()));
+                    // Carries the resourceVersion just read: a write in between is a 409.
+                    let r = cluster::call(
+                        o.timeout,
+                        o.secrets()
+                            .replace(TRUST_BUNDLE_NAME, &PostParams::default(), &secret),
+                    )
+                    .await;
+                    wipe(&mut secret);
+                    r
+                }
+                None => {
+                    let mut secret = Secret {
+                        metadata: o.meta(None),
+                        type_: Some("Opaque".into()),
+                        data: Some(BTreeMap::from([(
+                            key.to_string(),
+                            ByteString(value.to_vec()),
+                        )])),
+                        ..Default::default()
+                    };
+                    let r = cluster::call(
+                        o.timeout,
+                        o.secrets().create(&PostParams::default(), &secret),
+                    )
+                    .await;
+                    wipe(&mut secret);
+                    r
+                }
+            };
+            match written {
+                Ok(mut stored) => {
+                    wipe(&mut stored);
+                    return Ok(Zeroizing::new(value.to_vec()));
+                }
+                Err(ApiFailure::Conflict) => continue,
+                Err(e) => return Err(o.api_error("writing Secret", e)),
+            }
+        }
+        Err(Error::Store(format!(
+            "Secret {}/{TRUST_BUNDLE_NAME}: gave up after {MAX_ATTEMPTS} conflicting writes",
+            o.namespace
+        )))
+    }
+
+    /// Writes the public form of the stored JWKS into the ConfigMap.
+    async fn mirror_jwks(&self, stored_jwks: &[u8]) -> Result<(), Error> {
+        let public = sigil_pki::JwksDocument::parse(stored_jwks)
+            .map_err(|e| {
+                Error::Store(format!(
+                    "the JWKS in Secret {}/{TRUST_BUNDLE_NAME} key {} is not usable: {e}",
+                    self.objects.namespace, self.jwks_name
+                ))
+            })?
+            .to_public_json();
+        let public = String::from_utf8(public)
+            .map_err(|_| Error::Store("the public JWKS is not UTF-8".into()))?;
+        if !matches!(
+            self.objects
+                .put_config_map_entry(&self.jwks_name, &public)
+                .await?,
+            Mirrored::Unchanged
+        ) {
+            tracing::info!(namespace = %self.objects.namespace, key = %self.jwks_name, "published the JWKS in ConfigMap {TRUST_BUNDLE_NAME}");
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::jwt::JwtKeyStore for KubernetesJwtStore {
+    fn describe(&self) -> String {
+        format!(
+            "secret {}/{TRUST_BUNDLE_NAME} (keys {} and {})",
+            self.objects.namespace, self.key_name, self.jwks_name
+        )
+    }
+
+    async fn load(&self) -> Result<crate::jwt::JwtFiles, Error> {
+        let Some(mut secret) = self.read_secret().await? else {
+            return Ok(crate::jwt::JwtFiles::default());
+        };
+        let data = secret.data.as_ref();
+        let files = crate::jwt::JwtFiles {
+            key_pem: non_empty(data, &self.key_name).map(Zeroizing::new),
+            jwks_json: non_empty(data, &self.jwks_name),
+        };
+        let version = secret.metadata.resource_version.clone().unwrap_or_default();
+        wipe(&mut secret);
+        // The Secret is the source of truth for the ConfigMap's copy too; re-check it only
+        // when the Secret changed.
+        if let Some(jwks) = &files.jwks_json {
+            let done = self
+                .objects
+                .synced
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_deref()
+                == Some(version.as_str());
+            if !done || version.is_empty() {
+                self.mirror_jwks(jwks).await?;
+                self.objects.mark_synced(&version);
+            }
+        }
+        Ok(files)
+    }
+
+    async fn store_jwks(&self, jwks_json: &[u8]) -> Result<(), Error> {
+        self.put_secret_entry(&self.jwks_name, jwks_json, false)
+            .await?;
+        // Sigil signs with a new key only after this returns, so the mirror is written
+        // before too.
+        self.mirror_jwks(jwks_json).await
+    }
+
+    async fn store_key_if_absent(&self, key_pem: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let stored = self.put_secret_entry(&self.key_name, key_pem, true).await?;
+        if stored.as_slice() != key_pem {
+            tracing::info!(store = %crate::jwt::JwtKeyStore::describe(self), "another instance stored a JWT signing key first; using it");
+        }
+        Ok(stored)
     }
 }
