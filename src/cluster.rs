@@ -35,7 +35,9 @@ pub async fn connect(kubeconfig: Option<&Path>, timeout: Duration) -> Result<Cli
         })?,
     };
     config.connect_timeout = Some(timeout);
-    config.read_timeout = Some(timeout);
+    // [`call`] puts the deadline on every request and says so in its error; the client's
+    // own read timeout is only a backstop (its error reads "client error (SendRequest)").
+    config.read_timeout = Some(timeout * 2);
     // Count the read timeout from each request, not from when a pooled connection idled.
     config.reset_reader_on_write = true;
     Client::try_from(config).map_err(|e| Error::Config(format!("Kubernetes client: {e}")))
@@ -64,7 +66,21 @@ impl ApiFailure {
                 "API server answered {} {}: {}",
                 status.code, status.reason, status.message
             )),
-            other => ApiFailure::Other(other.to_string()),
+            other => {
+                // kube's and hyper's messages name only the outer layer; the cause (refused,
+                // reset, certificate) is further down the chain.
+                let mut message = other.to_string();
+                let mut source = std::error::Error::source(&other);
+                while let Some(cause) = source {
+                    let text = cause.to_string();
+                    if !message.contains(&text) {
+                        message.push_str(": ");
+                        message.push_str(&text);
+                    }
+                    source = cause.source();
+                }
+                ApiFailure::Other(message)
+            }
         }
     }
 

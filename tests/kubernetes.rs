@@ -377,6 +377,34 @@ async fn api_server_down_is_unavailable() {
 }
 
 #[tokio::test]
+async fn api_server_that_never_answers_is_unavailable_within_the_call_timeout() {
+    let fake = Fake::start().await;
+    // --request-timeout 8s gives every API call 2 s: well before the request's deadline.
+    let server = start_sigil(&fake, &["--request-timeout", "8s"])
+        .await
+        .unwrap();
+    app_pod(&fake, "shop", "orders-1", "orders", "orders");
+    let token = fake.token(&TokenSpec::for_pod("shop", "orders", "orders-1"));
+    fake.go_silent(true);
+    let err = denied_with(&server, request("orders", "shop", &token)).await;
+    // Our per-call deadline fired (UNAVAILABLE with its message), not the request deadline.
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("no answer from the API server"),
+        "{err:?}"
+    );
+    assert_eq!(fake.count("POST tokenreviews"), 1);
+    // Once it answers again, the same token works (the failure was not cached).
+    fake.go_silent(false);
+    ca_client(&server)
+        .await
+        .sign_certificate(request("orders", "shop", &token))
+        .await
+        .unwrap();
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn successful_validation_is_cached() {
     let (fake, server) = env().await;
     app_pod(&fake, "shop", "orders-1", "orders", "orders");

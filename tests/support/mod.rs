@@ -69,6 +69,8 @@ struct State {
     next_rv: u64,
     counts: HashMap<String, usize>,
     fail_with: Option<u16>,
+    /// Read requests and never answer (the connection stays open).
+    silent: bool,
     review_audiences_override: Option<Vec<String>>,
     secret_write_gate: Option<(Arc<Barrier>, usize)>,
 }
@@ -264,6 +266,12 @@ impl Fake {
     /// Answers every request with this HTTP status (a `Status` body), or normally again.
     pub fn fail_with(&self, code: Option<u16>) {
         self.shared.lock().fail_with = code;
+    }
+
+    /// Accepts requests and never answers them (an overloaded or wedged API server), or
+    /// answers normally again.
+    pub fn go_silent(&self, silent: bool) {
+        self.shared.lock().silent = silent;
     }
 
     /// Makes TokenReview confirm these audiences instead of the true intersection.
@@ -487,11 +495,14 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
         }
     };
     let key = format!("{method} {resource}");
-    let fail = {
+    let (fail, silent) = {
         let mut st = shared.lock();
         *st.counts.entry(key.clone()).or_default() += 1;
-        st.fail_with
+        (st.fail_with, st.silent)
     };
+    if silent {
+        std::future::pending::<()>().await;
+    }
     let (code, answer) = if !authorized {
         (401, status_body(401, "Unauthorized", "Unauthorized"))
     } else if let Some(code) = fail {
