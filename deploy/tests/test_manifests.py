@@ -252,6 +252,10 @@ VARIANTS = {
                                              "labelSelector": {"matchLabels": {"app": "dapr-sentry"}}}],
               "podAnnotations": {"team": "platform"}, "podLabels": {"tier": "control-plane"},
               "service": {"annotations": {"note": "x"}}},
+    "jwt-oidc-tls": {"jwt": {"enabled": True, "issuer": "https://issuer.example", "ttl": "1h"},
+                     "oidc": {"enabled": True, "allowedHosts": ["issuer.example"],
+                              "tls": {"secretName": "sigil-oidc-cert"}}},
+    "jwt-oidc-plain": {"jwt": {"enabled": True}, "oidc": {"enabled": True, "tls": {"enabled": False}}},
 }
 
 

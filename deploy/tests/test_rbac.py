@@ -129,6 +129,17 @@ def test_rendered_rbac_follows_the_release_namespace(render, namespace):
     assert namespace in cluster_role
 
 
+def test_jwt_and_oidc_need_no_more_rbac(render):
+    # In kubernetes mode the JWT key and JWKS go into the Secret dapr-trust-bundle and the
+    # public JWKS into the ConfigMap (get, then update): what the Role already grants.
+    docs = render(values={"jwt": {"enabled": True},
+                          "oidc": {"enabled": True, "tls": {"secretName": "oidc-cert"}}})
+    assert rbac_violations(docs, "dapr-system") == []
+    assert granted(docs) == needed()
+    for resource in ("secrets", "configmaps"):
+        assert {("Role", "", resource, verb) for verb in ("get", "update")} <= granted(docs)
+
+
 def test_rbac_does_not_depend_on_values(render):
     # Values that change other objects must not widen or narrow RBAC.
     docs = render(values={

@@ -47,3 +47,40 @@ app: dapr-sentry
 true
 {{- end -}}
 {{- end -}}
+
+{{/* Where the OIDC server's kubernetes.io/tls Secret is mounted. */}}
+{{- define "sigil.oidcTlsDir" -}}/var/run/sigil/oidc-tls{{- end -}}
+
+{{/* True (non-empty) when the OIDC server is on and serves HTTPS (oidc.tls.enabled is
+anything but false). */}}
+{{- define "sigil.oidcTls" -}}
+{{- if and .Values.oidc.enabled (ne (toString .Values.oidc.tls.enabled) "false") -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+Refuses JWT/OIDC values that Sigil would refuse at start (better a failed render than a
+crash-looping pod), and the spellings of other charts, which Helm would silently ignore.
+Renders nothing.
+*/}}
+{{- define "sigil.checkJwtOidc" -}}
+{{- if hasKey .Values.jwt "keyId" -}}
+{{- fail "jwt.keyId is not a value of this chart: the key id is jwt.keyID (Dapr's spelling)" -}}
+{{- end -}}
+{{- if hasKey .Values.oidc "port" -}}
+{{- fail "oidc.port is not a value of this chart: the OIDC port is oidc.server.port (Dapr's name)" -}}
+{{- end -}}
+{{- if .Values.oidc.enabled -}}
+{{- if not .Values.jwt.enabled -}}
+{{- fail "oidc.enabled needs jwt.enabled: the OIDC server publishes the keys that sign JWT-SVIDs, and Sigil refuses --oidc-enabled without --jwt-enabled" -}}
+{{- end -}}
+{{- if include "sigil.oidcTls" . -}}
+{{- if not .Values.oidc.tls.secretName -}}
+{{- fail "oidc.enabled serves HTTPS by default and needs oidc.tls.secretName: a kubernetes.io/tls Secret (tls.crt, tls.key) in the release namespace, e.g. from cert-manager; or set oidc.tls.enabled=false to serve plain HTTP behind a TLS-terminating proxy" -}}
+{{- end -}}
+{{- else if .Values.oidc.tls.secretName -}}
+{{- fail "oidc.tls.secretName is set but oidc.tls.enabled is false: Sigil refuses certificate files when it serves plain HTTP; drop one of the two" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
