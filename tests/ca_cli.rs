@@ -96,6 +96,16 @@ fn init_output_verifies_with_openssl_for_every_key_type() {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600, "issuer.key mode {mode:o} for {kt}");
+        // OpenSSL can load the key, and it is the issuer certificate's.
+        let key = dir.path().join("issuer.key");
+        let from_key = openssl(&["pkey", "-in", path_str(&key), "-pubout"]);
+        assert!(
+            from_key.status.success(),
+            "openssl cannot read the {kt} issuer.key: {}",
+            String::from_utf8_lossy(&from_key.stderr)
+        );
+        let from_cert = openssl(&["x509", "-in", path_str(&issuer), "-noout", "-pubkey"]);
+        assert_eq!(from_key.stdout, from_cert.stdout, "{kt}");
     }
 }
 

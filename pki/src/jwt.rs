@@ -466,9 +466,12 @@ impl JwtSigningKey {
         self.public.thumbprint()
     }
 
-    /// PKCS#8 PEM of the private key, in a buffer wiped on drop.
+    /// PKCS#8 PEM of the private key, in a buffer wiped on drop (Ed25519 as PKCS#8 v1, which
+    /// OpenSSL 3.0 can read; see [`crate::keys::PrivateKey::to_pem`]).
     pub fn to_pem(&self) -> Zeroizing<String> {
-        let block = pem::Pem::new("PRIVATE KEY", self.pkcs8.as_slice().to_vec());
+        let v1 = crate::keys::ed25519_pkcs8_v1(&self.pkcs8);
+        let der = v1.as_deref().map_or(self.pkcs8.as_slice(), Vec::as_slice);
+        let block = pem::Pem::new("PRIVATE KEY", der.to_vec());
         let text = Zeroizing::new(pem::encode(&block));
         block.into_contents().zeroize();
         text

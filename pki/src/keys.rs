@@ -150,8 +150,26 @@ impl PrivateKey {
     }
 
     /// PKCS#8 PEM, in a buffer wiped on drop.
+    ///
+    /// Ed25519 keys are written as PKCS#8 v1 (RFC 8410 without the optional public key):
+    /// ring produces v2, which OpenSSL 3.0 refuses to load ("unsupported"), and a key file
+    /// that the usual tools cannot read is of little use to anyone.
     pub fn to_pem(&self) -> Zeroizing<String> {
-        Zeroizing::new(self.inner.serialize_pem())
+        if self.key_type != KeyType::Ed25519 {
+            return Zeroizing::new(self.inner.serialize_pem());
+        }
+        let der = Zeroizing::new(self.inner.serialize_der());
+        let v1 = match ed25519_pkcs8_v1(&der) {
+            Some(v1) => v1,
+            None => der,
+        };
+        let block = pem::Pem::new("PRIVATE KEY", v1.to_vec());
+        let text = Zeroizing::new(pem::encode_config(
+            &block,
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        ));
+        block.into_contents().zeroize();
+        text
     }
 
     /// The raw public key bytes (the SubjectPublicKeyInfo BIT STRING contents).
@@ -169,6 +187,32 @@ impl PrivateKey {
     }
 }
 
+/// `OneAsymmetricKey` v2 prefix of an Ed25519 key as ring writes it: SEQUENCE (81 bytes),
+/// version 1, AlgorithmIdentifier id-Ed25519, privateKey OCTET STRING { OCTET STRING (32) }.
+const ED25519_V2_PREFIX: [u8; 16] = [
+    0x30, 0x51, 0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+/// The same for v1: SEQUENCE (46 bytes), version 0, then as above.
+const ED25519_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// The v1 form of a v2 Ed25519 PKCS#8 document (same private key, public key left out);
+/// `None` when `der` is not in the exact form ring writes.
+pub(crate) fn ed25519_pkcs8_v1(der: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    // v2: prefix, 32-byte seed, publicKey [1] IMPLICIT BIT STRING (0 unused bits, 32 bytes).
+    if der.len() != 16 + 32 + 35
+        || der[..16] != ED25519_V2_PREFIX
+        || der[48..51] != [0x81, 0x21, 0x00]
+    {
+        return None;
+    }
+    let mut v1 = Zeroizing::new(Vec::with_capacity(48));
+    v1.extend_from_slice(&ED25519_V1_PREFIX);
+    v1.extend_from_slice(&der[16..48]);
+    Some(v1)
+}
+
 impl Drop for PrivateKey {
     fn drop(&mut self) {
         self.inner.zeroize();
@@ -184,6 +228,20 @@ impl fmt::Debug for PrivateKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ed25519_keys_are_written_as_pkcs8_v1_and_read_back() {
+        let key = PrivateKey::generate(KeyType::Ed25519).unwrap();
+        let pem_text = key.to_pem();
+        let der = pem::parse(pem_text.as_bytes()).unwrap().into_contents();
+        assert_eq!(der.len(), 48);
+        assert_eq!(der[..16], ED25519_V1_PREFIX);
+        let back = PrivateKey::from_pem(pem_text.as_bytes()).unwrap();
+        assert_eq!(back.public_key_raw(), key.public_key_raw());
+        // Anything but ring's exact v2 layout is left alone.
+        assert!(ed25519_pkcs8_v1(&der).is_none());
+        assert!(ed25519_pkcs8_v1(&[0u8; 83]).is_none());
+    }
 
     #[test]
     fn generated_keys_round_trip_through_pem() {
