@@ -922,11 +922,25 @@ mod tests {
         .into_config(None)
         .unwrap();
         assert!(c.oidc.unwrap().tls.is_some());
-        let e = args(&["--mode", "kubernetes", "--jwt-enabled"])
+        // Kubernetes mode: the names are Secret keys, so they must be plain key names.
+        let c = args(&["--mode", "kubernetes", "--jwt-enabled"])
             .into_config(Some(DaprConfiguration::default()))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("kubernetes mode"), "{e}");
+            .unwrap();
+        assert!(c.jwt.unwrap().key_path.ends_with("jwt.key"));
+        let e = args(&[
+            "--mode",
+            "kubernetes",
+            "--jwt-enabled",
+            "--jwks-filename",
+            "a/jwks.json",
+        ])
+        .into_config(Some(DaprConfiguration::default()))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("--jwks-filename") && e.contains("kubernetes mode"),
+            "{e}"
+        );
         for bad in [
             &["--jwt-signing-algorithm", "HS256"][..],
             &["--jwt-ttl", "0"][..],
