@@ -52,8 +52,10 @@ fn leaf(resp: &SignCertificateResponse) -> Leaf {
         .iter()
         .find(|e| e.oid.to_id_string() == IMAGES_OID)
         .map(|e| {
-            // A DER UTF8String: tag, length, text.
+            // As Dapr: a non-critical extension whose value is a DER OCTET STRING of JSON.
+            assert!(!e.critical);
             let v = e.value;
+            assert_eq!(v[0], 0x04, "OCTET STRING");
             let (len, start) = if v[1] < 0x80 {
                 (v[1] as usize, 2)
             } else {
@@ -130,10 +132,13 @@ async fn issues_a_certificate_with_the_apps_configuration_trust_domain() {
     assert_eq!(pems, 2);
     let images: serde_json::Value =
         serde_json::from_str(&leaf.images_json.expect("no container images extension")).unwrap();
-    assert_eq!(images[0]["container"], "app");
+    assert_eq!(images[0]["role"], "app");
+    assert_eq!(images[0]["containerName"], "app");
     assert_eq!(images[0]["image"], "registry.example/shop/app:1.0");
     assert_eq!(images[0]["digest"], "sha256:0123abcd");
-    assert_eq!(images[1]["role"], "sidecar");
+    assert_eq!(images[1]["role"], "daprd");
+    assert_eq!(images[1]["containerName"], "daprd");
+    assert!(images[1].get("digest").is_none(), "not started: no digest");
     assert!(resp.jwt.is_none());
     assert_eq!(fake.count("POST tokenreviews"), 1);
     assert_eq!(fake.count("GET pods"), 1);

@@ -18,7 +18,9 @@ use crate::csr::ValidatedCsr;
 use crate::spiffe::SpiffeId;
 use crate::Error;
 
-/// OID under which newer Dapr versions record the pod's container images.
+/// OID under which newer Dapr versions record the pod's container images. The extension is
+/// non-critical; its value is a DER OCTET STRING whose contents are the JSON array, as Dapr
+/// encodes it.
 pub const CONTAINER_IMAGES_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 57683, 100, 1];
 
 /// Longest leaf lifetime accepted by policy (a year); Dapr's default is 24 hours.
@@ -103,10 +105,10 @@ fn valid_dns_name(name: &str) -> bool {
         })
 }
 
-/// DER UTF8String.
-fn der_utf8(text: &str) -> Vec<u8> {
-    let mut out = vec![0x0c];
-    let len = text.len();
+/// DER OCTET STRING holding `content`.
+fn der_octet_string(content: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x04];
+    let len = content.len();
     if len < 0x80 {
         out.push(len as u8);
     } else {
@@ -115,7 +117,7 @@ fn der_utf8(text: &str) -> Vec<u8> {
         out.push(0x80 | (bytes.len() - skip) as u8);
         out.extend_from_slice(&bytes[skip..]);
     }
-    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(content);
     out
 }
 
@@ -187,7 +189,7 @@ impl Authority {
                 .custom_extensions
                 .push(CustomExtension::from_oid_content(
                     CONTAINER_IMAGES_OID,
-                    der_utf8(json),
+                    der_octet_string(json.as_bytes()),
                 ));
         }
         let cert = params
@@ -299,7 +301,15 @@ mod tests {
         let san = c.subject_alternative_name().unwrap().unwrap();
         assert_eq!(san.value.general_names.len(), 2);
         let oid = x509_parser::oid_registry::Oid::from(CONTAINER_IMAGES_OID).unwrap();
-        assert!(c.get_extension_unique(&oid).unwrap().is_some());
+        let ext = c
+            .get_extension_unique(&oid)
+            .unwrap()
+            .expect("images extension");
+        assert!(!ext.critical);
+        // OCTET STRING (0x04), short length, then the JSON as given.
+        assert_eq!(ext.value[0], 0x04);
+        assert_eq!(&ext.value[2..], b"[{\"image\":\"x\"}]");
+        assert_eq!(ext.value[1] as usize, ext.value.len() - 2);
         let bad = LeafExtras {
             dns_names: vec!["bad name".into()],
             ..Default::default()

@@ -219,17 +219,22 @@ pub fn expected_app_id(
     }
 }
 
+/// One entry of Dapr's container-images extension (field names as Dapr's).
 #[derive(Serialize)]
 struct ImageEntry<'a> {
     role: &'static str,
-    container: &'a str,
+    #[serde(rename = "containerName")]
+    container_name: &'a str,
     image: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     digest: Option<&'a str>,
 }
 
-/// JSON describing the pod's containers and their images (with the digest the kubelet
-/// reports, when it has started them), for Dapr's certificate extension.
+/// JSON describing the pod's containers and their images, for Dapr's certificate extension,
+/// built as Dapr builds it: native sidecars (init containers with `restartPolicy: Always`,
+/// which is how daprd runs in native-sidecar mode) first, then the containers; role `daprd`
+/// for the container named `daprd`, `app` for every other; the digest from the kubelet's
+/// `imageID` once the container has started.
 pub fn container_images_json(pod: &Pod) -> Option<String> {
     let spec = pod.spec.as_ref()?;
     let status = pod.status.as_ref();
@@ -243,19 +248,19 @@ pub fn container_images_json(pod: &Pod) -> Option<String> {
         id.rsplit_once('@')
             .map(|(_, d)| d)
             .or_else(|| id.starts_with("sha256:").then_some(id.as_str()))
-            .filter(|d| d.contains(':'))
+            .filter(|d| !d.is_empty())
     };
+    let native_sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"))
+        .map(|c| (c, true));
     let mut entries = Vec::new();
-    let init = spec.init_containers.iter().flatten().map(|c| (c, true));
-    for (c, is_init) in init.chain(spec.containers.iter().map(|c| (c, false))) {
-        let role = match (is_init, c.name.as_str()) {
-            (true, _) => "init",
-            (false, "daprd") => "sidecar",
-            (false, _) => "app",
-        };
+    for (c, is_init) in native_sidecars.chain(spec.containers.iter().map(|c| (c, false))) {
         entries.push(ImageEntry {
-            role,
-            container: &c.name,
+            role: if c.name == "daprd" { "daprd" } else { "app" },
+            container_name: &c.name,
             image: c.image.as_deref().unwrap_or(""),
             digest: digest_of(&c.name, is_init),
         });
@@ -625,27 +630,37 @@ mod tests {
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "p"},
             "spec": {
-                "initContainers": [{"name": "setup", "image": "busybox:1"}],
+                "initContainers": [
+                    {"name": "setup", "image": "busybox:1"},
+                    {"name": "daprd", "image": "ghcr.io/dapr/daprd:1.16", "restartPolicy": "Always"}
+                ],
                 "containers": [
                     {"name": "app", "image": "shop/orders:2"},
-                    {"name": "daprd", "image": "ghcr.io/dapr/daprd:1.15"}
+                    {"name": "cache", "image": "redis:7"}
                 ]
             },
-            "status": {"containerStatuses": [{
-                "name": "app", "image": "shop/orders:2",
-                "imageID": "docker.io/shop/orders@sha256:abcd", "ready": true,
-                "restartCount": 0
-            }]}
+            "status": {
+                "initContainerStatuses": [{
+                    "name": "daprd", "image": "ghcr.io/dapr/daprd:1.16",
+                    "imageID": "sha256:d00d", "ready": true, "restartCount": 0
+                }],
+                "containerStatuses": [{
+                    "name": "app", "image": "shop/orders:2",
+                    "imageID": "docker.io/shop/orders@sha256:abcd", "ready": true,
+                    "restartCount": 0
+                }]
+            }
         }))
         .unwrap();
         let json: serde_json::Value =
             serde_json::from_str(&container_images_json(&pod).unwrap()).unwrap();
+        // The one-shot init container is left out; the native sidecar comes first.
         assert_eq!(
             json,
             serde_json::json!([
-                {"role": "init", "container": "setup", "image": "busybox:1"},
-                {"role": "app", "container": "app", "image": "shop/orders:2", "digest": "sha256:abcd"},
-                {"role": "sidecar", "container": "daprd", "image": "ghcr.io/dapr/daprd:1.15"}
+                {"role": "daprd", "containerName": "daprd", "image": "ghcr.io/dapr/daprd:1.16", "digest": "sha256:d00d"},
+                {"role": "app", "containerName": "app", "image": "shop/orders:2", "digest": "sha256:abcd"},
+                {"role": "app", "containerName": "cache", "image": "redis:7"}
             ])
         );
     }
