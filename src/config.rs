@@ -25,6 +25,17 @@ pub enum Mode {
     Kubernetes,
 }
 
+/// A boolean flag value as Go's `flag` package reads it (`1`, `t`, `T`, `TRUE`, `true`,
+/// `True`, and the same for false), so Dapr's `--enable-metrics`, `--enable-metrics=false` and
+/// `--jwt-enabled=true` all work as they do for Sentry.
+pub fn parse_go_bool(text: &str) -> Result<bool, String> {
+    match text {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        other => Err(format!("{other:?} is not a boolean (true or false)")),
+    }
+}
+
 /// Parses `24h`, `15m`, `90s`, `500ms`, `365d`, or combinations such as `1h30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -110,8 +121,8 @@ pub struct ServeArgs {
     /// Metrics listen address (default as --listen-address).
     #[arg(long)]
     pub metrics_listen_address: Option<IpAddr>,
-    /// Serve metrics.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    /// Serve metrics (`--enable-metrics`, `--enable-metrics=false`).
+    #[arg(long, default_value_t = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, action = clap::ArgAction::Set)]
     pub enable_metrics: bool,
     /// standalone or kubernetes.
     #[arg(long, value_enum, default_value_t = Mode::Standalone)]
@@ -123,7 +134,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "info")]
     pub log_level: String,
     /// Log as JSON lines.
-    #[arg(long, default_value_t = false)]
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, action = clap::ArgAction::Set)]
     pub log_as_json: bool,
     /// Namespace of the control plane.
     #[arg(
@@ -135,7 +146,7 @@ pub struct ServeArgs {
     pub namespace: String,
 
     /// Issue a JWT-SVID with every certificate.
-    #[arg(long, default_value_t = false)]
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, action = clap::ArgAction::Set)]
     pub jwt_enabled: bool,
     /// JWT signing key file (PKCS#8 PEM). Default `jwt.key`; a relative name is inside the
     /// credentials directory.
@@ -159,7 +170,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub jwt_ttl: Option<String>,
     /// Serve OIDC discovery and the JWKS over HTTP(S) (requires --jwt-enabled).
-    #[arg(long, default_value_t = false)]
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, action = clap::ArgAction::Set)]
     pub oidc_enabled: bool,
     /// OIDC server port (default 9080).
     #[arg(long)]
@@ -168,7 +179,13 @@ pub struct ServeArgs {
     #[arg(long)]
     pub oidc_server_listen_address: Option<IpAddr>,
     /// Serve OIDC over TLS (default true); `--oidc-server-tls-enabled=false` serves plain HTTP.
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(
+        long,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = parse_go_bool
+    )]
     pub oidc_server_tls_enabled: Option<bool>,
     /// OIDC server certificate chain (PEM); required while TLS is on.
     #[arg(long)]
@@ -748,6 +765,36 @@ mod tests {
         let mut v = vec!["t"];
         v.extend_from_slice(extra);
         T::try_parse_from(v).unwrap().args
+    }
+
+    #[test]
+    fn boolean_flags_read_as_go_reads_them() {
+        // Dapr's chart style: a bare flag followed by another flag and its value.
+        let a = args(&[
+            "--enable-metrics",
+            "--metrics-port",
+            "9091",
+            "--log-as-json",
+        ]);
+        assert!(a.enable_metrics && a.log_as_json);
+        assert_eq!(a.metrics_port, 9091);
+        let a = args(&[
+            "--enable-metrics=false",
+            "--jwt-enabled=true",
+            "--oidc-enabled=0",
+        ]);
+        assert!(!a.enable_metrics && a.jwt_enabled && !a.oidc_enabled);
+        let a = args(&[
+            "--jwt-enabled",
+            "--oidc-enabled=T",
+            "--oidc-server-tls-enabled=False",
+        ]);
+        assert!(a.jwt_enabled && a.oidc_enabled);
+        assert_eq!(a.oidc_server_tls_enabled, Some(false));
+        assert!(args(&[]).enable_metrics && !args(&[]).jwt_enabled);
+        for bad in ["--enable-metrics=yes", "--jwt-enabled=2"] {
+            assert!(T::try_parse_from(["t", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -40,8 +40,7 @@ fn server_config(creds: &Path, extra: &[&str]) -> Config {
     argv.extend_from_slice(&[
         "--healthz-port",
         "0",
-        "--enable-metrics",
-        "false",
+        "--enable-metrics=false",
         "--config",
         "/nonexistent/daprsystem",
         "--reload-interval",

@@ -714,8 +714,7 @@ pub fn serve_args(fake: &Fake, extra: &[&str]) -> sigil::config::ServeArgs {
         "0",
         "--healthz-port",
         "0",
-        "--enable-metrics",
-        "false",
+        "--enable-metrics=false",
     ];
     argv.extend_from_slice(extra);
     Cli::try_parse_from(argv).unwrap().args
