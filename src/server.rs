@@ -133,6 +133,13 @@ fn tls_config(serving: Arc<ServingCert>) -> Result<rustls::ServerConfig, Error> 
         .with_cert_resolver(serving);
     // gRPC clients (grpc-go in daprd among them) require ALPN h2.
     cfg.alpn_protocols = vec![b"h2".to_vec()];
+    // No session resumption. daprd never resumes (grpc-go keeps no session cache), so the
+    // two tickets rustls issues per handshake were pure cost; and a resumed session would let
+    // a client skip checking the serving certificate against the anchors it holds now, after
+    // a root rotation for instance. It also keeps the load generator's new-connection runs
+    // honest: every one is a full handshake, as daprd's are.
+    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    cfg.send_tls13_tickets = 0;
     cfg.ignore_client_order = true;
     Ok(cfg)
 }

@@ -4,6 +4,8 @@ mod harness;
 
 use std::time::Duration;
 
+use rustls_pki_types::pem::PemObject;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
@@ -244,6 +246,43 @@ async fn server_certificate_is_sentrys_spiffe_id() {
         "{names:?}"
     );
     assert!(names.iter().any(|n| n.contains("localhost")), "{names:?}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_connection_is_a_full_handshake() {
+    // A client that would resume (rustls keeps a session cache by default) still gets a
+    // full handshake with the certificate every time: no tickets, no session cache.
+    let dir = tempfile::tempdir().unwrap();
+    let server = harness::start(dir.path(), &[]).await;
+    let ca = std::fs::read(harness::creds(dir.path()).join("ca.crt")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg));
+    for _ in 0..3 {
+        let tcp = tokio::net::TcpStream::connect(server.grpc_addr)
+            .await
+            .unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        // Read what the server sends after the handshake (tickets would arrive here) until
+        // its HTTP/2 SETTINGS frame shows up.
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 64];
+        let _ = tokio::time::timeout(Duration::from_millis(200), tls.read(&mut buf)).await;
+        let (_, conn) = tls.get_ref();
+        assert_eq!(conn.handshake_kind(), Some(rustls::HandshakeKind::Full));
+    }
     server.shutdown().await.unwrap();
 }
 
