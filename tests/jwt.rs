@@ -31,13 +31,8 @@ fn oidc_tls(dir: &Path) -> (String, String, Vec<u8>) {
     )
 }
 
-/// One HTTP/1.1 GET over TLS to the OIDC server, trusting `anchor`. Returns status and body.
-async fn https_get(
-    server: &RunningServer,
-    anchor: &[u8],
-    path: &str,
-    host: &str,
-) -> (u16, Vec<u8>, String) {
+/// A TLS connector that trusts only `anchor` (DER).
+fn trusting(anchor: &[u8]) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(rustls_pki_types::CertificateDer::from(anchor.to_vec()))
@@ -49,7 +44,17 @@ async fn https_get(
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+/// One HTTP/1.1 GET over TLS to the OIDC server, trusting `anchor`. Returns status and body.
+async fn https_get(
+    server: &RunningServer,
+    anchor: &[u8],
+    path: &str,
+    host: &str,
+) -> (u16, Vec<u8>, String) {
+    let connector = trusting(anchor);
     let tcp = tokio::net::TcpStream::connect(server.oidc_addr.expect("OIDC is on"))
         .await
         .unwrap();
@@ -392,25 +397,11 @@ async fn an_unusable_jwt_key_stops_the_start_with_the_reason() {
 
 /// Whether a TLS handshake with the OIDC server succeeds when trusting only `anchor`.
 async fn oidc_trusted_by(server: &RunningServer, anchor: &[u8]) -> bool {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls_pki_types::CertificateDer::from(anchor.to_vec()))
-        .unwrap();
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(server.oidc_addr.unwrap())
         .await
         .unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .is_ok()
+    trusting(anchor).connect(name, tcp).await.is_ok()
 }
 
 #[tokio::test]
