@@ -156,8 +156,19 @@ async fn two_replicas_starting_together_sign_with_one_key() {
     let stored = secret_entry(&fake, "jwt.key").unwrap();
     let parsed = sigil_pki::JwtSigningKey::from_pem(&stored, None).unwrap();
     assert_eq!(parsed.kid(), kid_a);
-    // Whatever order the writes landed in, the signing key is published.
+    // Whatever order the writes landed in, the signing key is published, and a key the
+    // losing replica published before it lost is retired (removed once its TTL is over).
     assert!(kids(&configmap_jwks(&fake)).contains(&kid_a));
+    let stored: Value = serde_json::from_slice(&secret_entry(&fake, "jwks.json").unwrap()).unwrap();
+    eprintln!("JWKS kids after the race: {:?}", kids(&stored));
+    for kid in kids(&stored) {
+        if kid != kid_a {
+            assert!(
+                stored["sigil_rotation"]["retired"].get(&kid).is_some(),
+                "{kid} is neither signing nor retired: {stored}"
+            );
+        }
+    }
     let token = sign(&fake, &b, &[]).await;
     verify(&token, &configmap_jwks(&fake), "public");
     a.shutdown().await.unwrap();
