@@ -135,7 +135,8 @@ def test_jwt_and_oidc_flags_exist_in_sigil(render, values):
     assert args
     for a in args:
         assert a[2:].partition("=")[0] in known, f"sigil serve has no flag {a}"
-    # Plain switches: clap refuses a value such as `--jwt-enabled=true`.
+    # Bare switches, as Dapr's chart passes them (`sigil serve` also reads `=true`/`=false`
+    # as Go does, but the chart keeps one spelling).
     assert not [a for a in args if a.startswith(("--jwt-enabled=", "--oidc-enabled="))]
 
 
