@@ -84,6 +84,15 @@ impl ApiFailure {
         }
     }
 
+    /// For logs.
+    pub fn message(&self) -> String {
+        match self {
+            ApiFailure::NotFound => "not found".into(),
+            ApiFailure::Conflict => "conflict".into(),
+            ApiFailure::Other(m) => m.clone(),
+        }
+    }
+
     /// As an [`Error::Unavailable`] (for the request path: fail closed, caller retries).
     pub fn unavailable(self, what: &str) -> Error {
         match self {

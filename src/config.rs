@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 use serde::Deserialize;
 use sigil_pki::{IssuePolicy, JwsAlgorithm, KeyType, Namespace, TrustDomain};
 
+use crate::validator::pods::PodLookup;
 use crate::Error;
 
 /// Control-plane trust domain in kubernetes mode when the Configuration names none (Dapr's).
@@ -36,7 +37,8 @@ pub fn parse_go_bool(text: &str) -> Result<bool, String> {
     }
 }
 
-/// Parses `24h`, `15m`, `90s`, `500ms`, `365d`, or combinations such as `1h30m`.
+/// Parses `24h`, `15m`, `90s`, `500ms`, `365d`, or combinations such as `1h30m` and the
+/// form Go prints (`2h0m0s`, `1.5µs`), since Dapr passes `-jwt-ttl=` a Go duration.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.is_empty() {
@@ -62,6 +64,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(rest.len());
         let seconds = match &rest[..unit_len] {
+            "ns" => value / 1e9,
+            // Go's time.Duration.String() writes microseconds as `µs`.
+            "us" | "µs" | "μs" => value / 1e6,
             "ms" => value / 1000.0,
             "s" => value,
             "m" => value * 60.0,
@@ -236,6 +241,15 @@ pub struct ServeArgs {
     /// Sigil: how often the credential store is checked for changed CA material.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub reload_interval: Duration,
+    /// Sigil (kubernetes mode): how pods are read. `watch`: a local copy kept by a
+    /// cluster-wide list and watch, as Dapr (needs list and watch on pods); `get`: one GET per
+    /// validation (needs only get).
+    #[arg(long, value_enum, default_value_t = PodLookup::Watch)]
+    pub pod_lookup: PodLookup,
+    /// Sigil (kubernetes mode): accept a TokenReview that confirms no audiences, as Dapr
+    /// does. Only for an API server whose token authenticator is not audience-aware.
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, action = clap::ArgAction::Set)]
+    pub token_review_audiences_optional: bool,
 }
 
 /// The `mtls` part of a Dapr `Configuration`.
@@ -286,13 +300,37 @@ impl DaprConfiguration {
         serde_yaml::from_str(text).map_err(|e| Error::Config(format!("Dapr Configuration: {e}")))
     }
 
-    /// The `jwks` validator's options, if configured.
+    /// The `jwks` validator's options, if configured (the name in any case, as Dapr).
     pub fn jwks_options(&self) -> Option<&TokenValidatorSpec> {
         self.spec
             .mtls
             .token_validators
             .iter()
-            .find(|v| v.name == "jwks")
+            .find(|v| v.name.eq_ignore_ascii_case("jwks"))
+    }
+
+    /// Refuses `tokenValidators` entries Sentry would refuse at start: an unknown name, or a
+    /// built-in validator (which cannot be configured). Names match in any case. A name that
+    /// is silently ignored would leave a user believing a validator is on.
+    pub fn check_token_validators(&self) -> Result<(), Error> {
+        for v in &self.spec.mtls.token_validators {
+            match v.name.to_ascii_lowercase().as_str() {
+                "jwks" => {}
+                "kubernetes" | "insecure" => {
+                    return Err(Error::Config(format!(
+                        "invalid token validator {:?}: the built-in 'kubernetes' and 'insecure' validators cannot be configured manually",
+                        v.name
+                    )))
+                }
+                _ => {
+                    return Err(Error::Config(format!(
+                        "invalid token validator name {:?}; supported values: 'jwks'",
+                        v.name
+                    )))
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -339,6 +377,10 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Store polling interval.
     pub reload_interval: Duration,
+    /// Where the Kubernetes validator reads pods.
+    pub pod_lookup: PodLookup,
+    /// A TokenReview may confirm no audiences.
+    pub token_review_audiences_optional: bool,
     /// Log level.
     pub log_level: String,
     /// JSON logs.
@@ -463,6 +505,7 @@ impl ServeArgs {
             (None, Mode::Standalone) => load_config_file(&self.config)?,
             (None, Mode::Kubernetes) => DaprConfiguration::default(),
         };
+        dapr_config.check_token_validators()?;
         let mtls = &dapr_config.spec.mtls;
         // Kubernetes mode: the control plane's trust domain is the Configuration's
         // controlPlaneTrustDomain (default cluster.local); an explicit --trust-domain other
@@ -599,6 +642,8 @@ impl ServeArgs {
             max_concurrent_requests: self.max_concurrent_requests,
             request_timeout: self.request_timeout,
             reload_interval: self.reload_interval,
+            pod_lookup: self.pod_lookup,
+            token_review_audiences_optional: self.token_review_audiences_optional,
             log_level: self.log_level,
             log_as_json: self.log_as_json,
             jwt,
@@ -798,6 +843,25 @@ mod tests {
     }
 
     #[test]
+    fn token_validator_names_follow_dapr() {
+        let conf = |name: &str| {
+            DaprConfiguration::from_yaml(&format!(
+                "spec:\n  mtls:\n    tokenValidators:\n      - name: {name}\n"
+            ))
+            .unwrap()
+        };
+        for ok in ["jwks", "JWKS", "Jwks"] {
+            let c = conf(ok);
+            assert!(c.check_token_validators().is_ok(), "{ok}");
+            assert!(c.jwks_options().is_some(), "{ok}");
+        }
+        for bad in ["kubernetes", "INSECURE", "jwk", "oidc"] {
+            let e = conf(bad).check_token_validators().unwrap_err().to_string();
+            assert!(e.contains("invalid token validator"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86400));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
@@ -807,6 +871,11 @@ mod tests {
         );
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        // What Go's Duration.String() prints, as Dapr's framework passes it.
+        assert_eq!(parse_duration("2h0m0s").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("1.5µs").unwrap(), Duration::from_nanos(1500));
+        assert_eq!(parse_duration("3us").unwrap(), Duration::from_micros(3));
+        assert_eq!(parse_duration("7ns").unwrap(), Duration::from_nanos(7));
         for bad in ["", "h", "10", "10x", "-5m", "1.5.5h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }

@@ -50,15 +50,23 @@ fn init_logging(level: &str, json: bool) {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), sigil::Error> {
+    use tokio::signal::unix::{signal, SignalKind};
     init_logging(&args.log_level, args.log_as_json);
+    // Handlers first: a signal that arrives while the server starts (health is up before
+    // start returns) must mean "shut down cleanly", not the default "die".
+    let mut sigint =
+        signal(SignalKind::interrupt()).map_err(|e| sigil::Error::io("SIGINT handler", e))?;
+    let mut sigterm =
+        signal(SignalKind::terminate()).map_err(|e| sigil::Error::io("SIGTERM handler", e))?;
     let config = sigil::cluster::config_from_args(args).await?;
     let clock: Arc<dyn sigil_pki::Clock> = Arc::new(sigil_pki::SystemClock);
-    let server = sigil::server::start(config, clock).await?;
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| sigil::Error::io("SIGTERM handler", e))?;
-    let mut server = server;
+    let mut server = tokio::select! {
+        s = sigil::server::start(config, clock) => s?,
+        _ = sigint.recv() => { tracing::info!("SIGINT received while starting"); return Ok(()) }
+        _ = sigterm.recv() => { tracing::info!("SIGTERM received while starting"); return Ok(()) }
+    };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = sigint.recv() => tracing::info!("SIGINT received"),
         _ = sigterm.recv() => tracing::info!("SIGTERM received"),
         r = server.wait() => return r,
     }
@@ -66,8 +74,17 @@ async fn serve(args: ServeArgs) -> Result<(), sigil::Error> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Called the way Dapr calls Sentry (`/sentry --mode kubernetes ...`, `-port=50001`):
+    // the arguments are serve's flags.
+    let command = match sigil::cli::dapr::sentry_invocation(&argv) {
+        Some(serve_argv) => Some(Command::Serve(Box::new(
+            DefaultServe::parse_from(serve_argv).args,
+        ))),
+        None => Cli::parse_from(argv).command,
+    };
+    let serving = matches!(command, None | Some(Command::Serve(_)));
+    let result = match command {
         Some(Command::Ca(cmd)) => sigil::cli::ca::run(cmd),
         Some(Command::Request(args)) => {
             init_logging(&args.log_level, false);
@@ -94,7 +111,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(2)
+            // A server that cannot start exits 1, as Dapr's sentry does (log.Fatal); the
+            // other commands keep 2 for a failed operation.
+            ExitCode::from(if serving { 1 } else { 2 })
         }
     }
 }

@@ -9,8 +9,10 @@
 //!
 //! When no `--jwt-issuer`/`--oidc-jwks-uri` is set, the discovery document's URLs are built
 //! from the request's `Host` header (as Dapr does). `--oidc-allowed-hosts` limits which
-//! Host values are answered at all; `X-Forwarded-Host` is deliberately not trusted, since
-//! any client can send it.
+//! hosts are answered at all. Behind a proxy the public name arrives in `X-Forwarded-Host`,
+//! so with a concrete allow-list (not `*`) that header, when present, is the name checked,
+//! as in Dapr. It never goes into the discovery document: any client can send it, and an
+//! issuer or `jwks_uri` taken from it would let a caller poison a relying party's cache.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -128,16 +130,37 @@ impl OidcHandler {
         }
     }
 
-    /// Answers one request. Pure apart from reading the current key set.
+    /// Answers one request without an `X-Forwarded-Host` header.
     pub fn handle(&self, method: &Method, path: &str, host: Option<&str>) -> Response<Full<Bytes>> {
+        self.handle_forwarded(method, path, host, None)
+    }
+
+    /// Answers one request. Pure apart from reading the current key set. `forwarded` is the
+    /// `X-Forwarded-Host` header: with a concrete allow-list it is the name checked; the
+    /// document's URLs always come from `host`.
+    pub fn handle_forwarded(
+        &self,
+        method: &Method,
+        path: &str,
+        host: Option<&str>,
+        forwarded: Option<&str>,
+    ) -> Response<Full<Bytes>> {
         let Some(host_value) = host.filter(|h| !h.is_empty()) else {
             return text(StatusCode::BAD_REQUEST, "a Host header is required");
         };
-        let Some(name) = host_name(host_value) else {
+        let Some(host_name) = host_name(host_value) else {
             return text(StatusCode::BAD_REQUEST, "malformed Host header");
         };
         let allowed = &self.settings.allowed_hosts;
-        if !allowed.is_empty() && !allowed.iter().any(|a| a == "*" || *a == name) {
+        let wildcard = allowed.iter().any(|a| a == "*");
+        let name = match forwarded.filter(|f| !f.is_empty() && !allowed.is_empty() && !wildcard) {
+            Some(f) => match self::host_name(f) {
+                Some(n) => n,
+                None => return text(StatusCode::BAD_REQUEST, "malformed X-Forwarded-Host header"),
+            },
+            None => host_name,
+        };
+        if !allowed.is_empty() && !wildcard && !allowed.iter().any(|a| *a == name) {
             tracing::debug!(host = %name, "OIDC request for a host that is not allowed");
             return text(StatusCode::FORBIDDEN, "forbidden: host not allowed");
         }
@@ -391,7 +414,16 @@ pub async fn spawn(
                         .and_then(|h| h.to_str().ok())
                         .map(str::to_owned)
                         .or_else(|| req.uri().authority().map(|a| a.to_string()));
-                    let resp = handler.handle(req.method(), req.uri().path(), host.as_deref());
+                    let forwarded = req
+                        .headers()
+                        .get("x-forwarded-host")
+                        .and_then(|h| h.to_str().ok());
+                    let resp = handler.handle_forwarded(
+                        req.method(),
+                        req.uri().path(),
+                        host.as_deref(),
+                        forwarded,
+                    );
                     async move { Ok::<_, Infallible>(resp) }
                 });
                 let mut builder = hyper::server::conn::http1::Builder::new();
@@ -544,7 +576,48 @@ mod tests {
         );
         let doc = body(h.handle(&Method::GET, DISCOVERY_PATH, Some("issuer.example"))).await;
         assert_eq!(doc["issuer"], "https://issuer.example");
+        // Behind a proxy: the forwarded name is the one checked...
+        assert_eq!(
+            h.handle_forwarded(
+                &Method::GET,
+                "/jwks.json",
+                Some("10.0.0.7:9080"),
+                Some("issuer.example")
+            )
+            .status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            h.handle_forwarded(
+                &Method::GET,
+                "/jwks.json",
+                Some("issuer.example"),
+                Some("evil.example")
+            )
+            .status(),
+            StatusCode::FORBIDDEN
+        );
+        // ...but never the one the document is built from.
+        let (_d, open) = handler(&["pod.local"], "", None).await;
+        let doc = body(open.handle_forwarded(
+            &Method::GET,
+            DISCOVERY_PATH,
+            Some("10.0.0.7:9080"),
+            Some("pod.local"),
+        ))
+        .await;
+        assert_eq!(doc["issuer"], "https://10.0.0.7:9080");
+        assert_eq!(doc["jwks_uri"], "https://10.0.0.7:9080/jwks.json");
         let (_d, any) = handler(&["*"], "", None).await;
+        // A wildcard ignores the header altogether.
+        let doc = body(any.handle_forwarded(
+            &Method::GET,
+            DISCOVERY_PATH,
+            Some("real.example"),
+            Some("evil.example"),
+        ))
+        .await;
+        assert_eq!(doc["issuer"], "https://real.example");
         assert_eq!(
             any.handle(&Method::GET, "/jwks.json", Some("[::1]:9080"))
                 .status(),

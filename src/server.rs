@@ -186,6 +186,8 @@ async fn kubernetes_parts(
             cache_ttl: config.token_cache_ttl,
             cache_size: config.token_cache_size,
             api_timeout,
+            pod_lookup: config.pod_lookup,
+            review_audiences_optional: config.token_review_audiences_optional,
         },
         metrics,
         clock.clone(),

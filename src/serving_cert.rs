@@ -59,14 +59,15 @@ pub struct Issued {
     pub not_after: OffsetDateTime,
 }
 
-/// Issues a serving certificate with a fresh P-256 key (every TLS client supports it).
+/// Issues a serving certificate with a fresh Ed25519 key, as Dapr Sentry does (daprd and
+/// Dapr's tests expect it; it is also the cheapest handshake signature).
 pub fn issue(
     authority: &Authority,
     identity: &ServingIdentity,
     policy: &sigil_pki::IssuePolicy,
     now: OffsetDateTime,
 ) -> Result<Issued, Error> {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)
         .map_err(|e| Error::Signing(sigil_pki::Error::Signing(e.to_string())))?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();

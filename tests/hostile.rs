@@ -202,7 +202,7 @@ fn cases() -> Vec<Case> {
         Case { name: "1 MiB CSR", req: ok(vec![b'A'; 1024 * 1024]), expect: Refused(OutOfRange, "message length too large") },
         Case { name: "100 KiB CSR (over the CSR limit)", req: ok(big_pem), expect: Refused(InvalidArgument, "more than the limit of 65536") },
         Case { name: "garbage", req: ok(b"\x01\x02garbage\xff".to_vec()), expect: Refused(InvalidArgument, "neither DER nor ASCII PEM") },
-        Case { name: "garbage DER", req: ok(vec![0x30, 0x82, 0xff, 0xff, 0x01]), expect: Refused(InvalidArgument, "CSR could not be parsed") },
+        Case { name: "garbage DER", req: ok(vec![0x30, 0x82, 0xff, 0xff, 0x01]), expect: Refused(InvalidArgument, "invalid certificate signing request: could not be parsed") },
         Case { name: "PEM with trailing junk", req: ok(trailing), expect: Refused(InvalidArgument, "outside the PEM block") },
         Case { name: "several PEM blocks", req: ok(two), expect: Refused(InvalidArgument, "expected one PEM block, found 2") },
         Case {

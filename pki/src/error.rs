@@ -53,10 +53,11 @@ pub enum Error {
     #[error("CSR is required")]
     CsrMissing,
     /// The CSR is not PEM, or is PEM with a label other than `CERTIFICATE REQUEST`.
-    #[error("CSR is not a PEM 'CERTIFICATE REQUEST' block: {0}")]
+    // "invalid certificate signing request" opens both CSR messages, as in Dapr.
+    #[error("invalid certificate signing request: not a PEM 'CERTIFICATE REQUEST' block: {0}")]
     CsrEncoding(String),
     /// The CSR's DER does not parse as PKCS#10.
-    #[error("CSR could not be parsed: {0}")]
+    #[error("invalid certificate signing request: could not be parsed: {0}")]
     CsrMalformed(String),
     /// The CSR's self-signature does not verify with the key it carries.
     #[error("invalid signature")]

@@ -679,6 +679,12 @@ impl JwksDocument {
         })
     }
 
+    /// Whether the document carries Sigil's rotation bookkeeping, i.e. Sigil wrote it. A
+    /// JWKS without it was written by a person (or by Dapr Sentry).
+    pub fn kept_by_sigil(&self) -> bool {
+        self.signing_kid.is_some() || !self.retired.is_empty()
+    }
+
     /// The stored form, with the bookkeeping.
     pub fn to_stored_json(&self) -> Vec<u8> {
         let mut m = Map::new();

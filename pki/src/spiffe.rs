@@ -17,8 +17,9 @@ pub const MAX_SPIFFE_ID_LEN: usize = 2048;
 pub const MAX_TRUST_DOMAIN_LEN: usize = 255;
 /// Longest app id Dapr allows.
 pub const MAX_APP_ID_LEN: usize = 64;
-/// Longest namespace (a Kubernetes namespace is a DNS label).
-pub const MAX_NAMESPACE_LEN: usize = 63;
+/// Longest namespace. A Kubernetes namespace is a DNS label (63), but Dapr accepts up to a
+/// DNS subdomain's 253 (its suite checks it), and a longer segment harms nothing in a SPIFFE ID.
+pub const MAX_NAMESPACE_LEN: usize = 253;
 
 const SCHEME: &str = "spiffe://";
 
@@ -110,7 +111,7 @@ impl Namespace {
             return Err(err("namespace is required"));
         }
         if value.len() > MAX_NAMESPACE_LEN {
-            return Err(err("namespace must be at most 63 characters"));
+            return Err(err("namespace must be at most 253 characters"));
         }
         check_segment(value).map_err(err)?;
         Ok(Self(value.to_owned()))

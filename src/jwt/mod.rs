@@ -235,6 +235,17 @@ pub async fn load_or_generate(
     }
     let now = clock.now();
     let had_key = document.contains(&key);
+    // A signing key with a JWKS that a person wrote and that does not publish it is a
+    // mistake: every token would fail verification, and rewriting their JWKS would silently
+    // replace what they brought. Refuse, as Dapr Sentry does. A JWKS Sigil keeps (with its
+    // bookkeeping) is Sigil's to extend: that is how a key written into the store rotates in.
+    if !had_key && files.jwks_json.is_some() && !document.kept_by_sigil() {
+        return Err(Error::Config(format!(
+            "the JWKS in {} does not publish the JWT signing key (kid {:?}); verifiers would reject every token. Add the key's public JWK to the JWKS, or remove the JWKS so that Sigil writes it",
+            store.describe(),
+            key.kid()
+        )));
+    }
     let changed = document.publish(&key, now, retain);
     let pruned = document.prune(now);
     let jwks_bytes = if changed || !pruned.is_empty() || files.jwks_json.is_none() {

@@ -114,6 +114,8 @@ pub enum JwtError {
     /// Any other algorithm we do not implement.
     #[error("unsupported signature algorithm {0:?}")]
     UnsupportedAlgorithm(String),
+    // The messages name the claim in quotes and say "could not verify message" for a bad
+    // signature, as Dapr's (whose suite and users match on those words).
     /// The header lists critical extensions.
     #[error("token header has critical extensions (crit), which are not supported")]
     Crit,
@@ -121,31 +123,31 @@ pub enum JwtError {
     #[error("token kid is longer than {MAX_KID_BYTES} bytes")]
     KidTooLong,
     /// No key in the set has the token's `kid`.
-    #[error("no key with kid {0:?} in the JWKS")]
+    #[error("could not verify message: no key with kid {0:?} in the JWKS")]
     UnknownKid(String),
     /// Keys were found, but none fits the algorithm.
-    #[error("no key in the JWKS can verify an {0} signature")]
+    #[error("could not verify message: no key in the JWKS can verify an {0} signature")]
     NoCompatibleKey(&'static str),
     /// No candidate key verifies the signature.
-    #[error("signature verification failed")]
+    #[error("could not verify message: no key in the JWKS verifies the signature")]
     BadSignature,
     /// `exp` is missing.
-    #[error("token has no exp claim")]
+    #[error("token has no \"exp\" claim")]
     MissingExp,
     /// `exp` passed (beyond the skew).
-    #[error("token has expired")]
+    #[error("\"exp\" not satisfied: token has expired")]
     Expired,
     /// `nbf` is in the future (beyond the skew).
-    #[error("token is not valid yet (nbf is in the future)")]
+    #[error("\"nbf\" not satisfied: token is not valid yet")]
     NotYetValid,
     /// `iat` is in the future (beyond the skew).
-    #[error("token was issued in the future (iat)")]
+    #[error("\"iat\" not satisfied: token was issued in the future")]
     IssuedInFuture,
     /// `aud` does not contain the expected audience.
-    #[error("token audience does not include {0:?}")]
+    #[error("\"aud\" not satisfied: token audience does not include {0:?}")]
     WrongAudience(String),
     /// `sub` is missing or not the expected SPIFFE ID.
-    #[error("token subject {got:?} does not match the requested identity {want:?}")]
+    #[error("\"sub\" not satisfied: token subject {got:?} does not match the requested identity {want:?}")]
     WrongSubject {
         /// The token's `sub` (shortened), empty when missing.
         got: String,

@@ -7,8 +7,8 @@
 //! 2. The user name must be `system:serviceaccount:<ns>:<sa>`, and `<ns>` the requested
 //!    namespace.
 //! 3. The pod name (and, when present, the pod UID) comes from the reviewed token's
-//!    payload; the pod is read from the API server on demand (no cluster-wide cache, whose
-//!    memory grows with the cluster: Dapr #5693). Its service account must be `<sa>` and
+//!    payload; the pod is read from a trimmed local copy kept by a watch, or with a GET
+//!    ([`super::pods`]). Its service account must be `<sa>` and
 //!    its UID the token's (a token of a deleted pod must not vouch for a new pod that got
 //!    the same name).
 //! 4. Expected app id: `dapr-<service>` for Dapr's own control plane (annotation
@@ -36,8 +36,9 @@ use sigil_pki::{Clock, Namespace, TrustDomain};
 use time::OffsetDateTime;
 
 use super::cache::{cache_key, ValidationCache};
+use super::pods::{PodLookup, Pods};
 use super::{common_checks, Claims, Identity, TokenValidator, ValidatorKind, DEFAULT_TRUST_DOMAIN};
-use crate::cluster::{self, ApiFailure};
+use crate::cluster;
 use crate::observe::Metrics;
 use crate::Error;
 
@@ -72,11 +73,18 @@ pub struct KubernetesOptions {
     pub cache_size: usize,
     /// Deadline of one API call.
     pub api_timeout: Duration,
+    /// Where pods are read from.
+    pub pod_lookup: PodLookup,
+    /// Accept a TokenReview whose status confirms no audiences (an authenticator that is not
+    /// audience-aware, or Dapr's test API server). Off: the confirmed audiences must include
+    /// one of Sentry's.
+    pub review_audiences_optional: bool,
 }
 
 /// Validates Kubernetes service-account tokens.
 pub struct KubernetesValidator {
     client: Client,
+    pods: Pods,
     options: KubernetesOptions,
     audiences: Vec<String>,
     cache: ValidationCache,
@@ -121,16 +129,24 @@ fn str_at<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
 /// server has just reviewed this very token. Both the projected-token form
 /// (`"kubernetes.io": {"pod": {"name", "uid"}}`) and flat `kubernetes.io/pod/name` claims
 /// are understood; if both are present they must agree.
+///
+/// A token that is a bare JSON object is read as its own payload, as Dapr's parser does
+/// (Dapr's test API server hands out such tokens). That widens nothing: the claims are
+/// trusted only because the API server has just authenticated the token, whatever its form.
 pub fn read_token_facts(token: &str) -> Result<TokenFacts, Error> {
-    let mut parts = token.split('.');
-    let (Some(_), Some(payload), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(denied("the token is not a JWT"));
+    let bytes = if token.trim_start().starts_with('{') {
+        token.as_bytes().to_vec()
+    } else {
+        let mut parts = token.split('.');
+        let (Some(_), Some(payload), Some(_), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(denied("the token is not a JWT"));
+        };
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload.trim_end_matches('='))
+            .map_err(|_| denied("the token's payload is not base64url"))?
     };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .map_err(|_| denied("the token's payload is not base64url"))?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|_| denied("the token's payload is not a JSON object"))?;
     if !claims.is_object() {
@@ -288,6 +304,7 @@ impl KubernetesValidator {
             options.control_plane_trust_domain, options.control_plane_namespace
         );
         Self {
+            pods: Pods::new(client.clone(), options.pod_lookup, options.api_timeout),
             client,
             audiences: vec![LEGACY_AUDIENCE.to_string(), sentry_id],
             cache: ValidationCache::new(options.cache_ttl, options.cache_size),
@@ -329,7 +346,8 @@ impl KubernetesValidator {
             return Err(denied("token review: the token is not authenticated"));
         }
         let confirmed = status.audiences.unwrap_or_default();
-        if !confirmed.iter().any(|a| self.audiences.contains(a)) {
+        let unconfirmed_ok = self.options.review_audiences_optional && confirmed.is_empty();
+        if !unconfirmed_ok && !confirmed.iter().any(|a| self.audiences.contains(a)) {
             return Err(denied(format!(
                 "token review: the token is not meant for Sentry (audiences confirmed: {confirmed:?}; need one of {:?})",
                 self.audiences
@@ -339,17 +357,6 @@ impl KubernetesValidator {
             .user
             .and_then(|u| u.username)
             .ok_or_else(|| denied("token review returned no user name"))
-    }
-
-    async fn get_pod(&self, namespace: &str, name: &str) -> Result<Pod, Error> {
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        match cluster::call(self.options.api_timeout, api.get(name)).await {
-            Ok(pod) => Ok(pod),
-            Err(ApiFailure::NotFound) => Err(denied(format!(
-                "the token's pod {namespace}/{name} does not exist"
-            ))),
-            Err(e) => Err(e.unavailable("reading the pod")),
-        }
     }
 
     async fn app_trust_domain(&self, namespace: &str, pod: &Pod) -> Result<TrustDomain, Error> {
@@ -402,7 +409,7 @@ impl KubernetesValidator {
                 "the token's namespace claim disagrees with its service account",
             ));
         }
-        let pod = self.get_pod(sa_ns, &facts.pod_name).await?;
+        let pod = self.pods.get(sa_ns, &facts.pod_name).await?;
         let spec_sa = pod
             .spec
             .as_ref()

@@ -17,6 +17,7 @@ pub mod insecure;
 pub mod jwks;
 pub mod jwt;
 pub mod kubernetes;
+pub mod pods;
 
 /// The validators Dapr defines, with Dapr's enum numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
