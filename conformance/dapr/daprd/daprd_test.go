@@ -16,7 +16,6 @@ import (
 	"context"
 	"crypto/x509"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -125,7 +124,7 @@ func TestRenewalShortTTL(t *testing.T) {
 	require.Zero(t, s.metric(t, "dapr_sentry_cert_sign_failure_total"))
 	l.requireNoFailures(t, int64(soak/loopInterval)/2)
 	require.Positive(t, c.app.hits.Load())
-	figures(t, "ttl=%s soak=%s invocations=%d failures=%d sign_success=%.0f renewals=%.0f served_certs(a,b)=%d,%d late_joiner_hits=%d",
+	figures(t, "ttl=%s soak=%s invocations=%d failures=%d sign_success=%.0f renewals_all_sidecars=%.0f distinct_certs_served(a,b)=%d,%d late_joiner_hits=%d",
 		ttl, l.elapsed.Round(time.Millisecond), l.ok.Load(), l.failed.Load(), signed, renewals,
 		o.distinct(a.AppID()), o.distinct(b.AppID()), c.app.hits.Load())
 }
@@ -136,7 +135,9 @@ func TestRenewalShortTTL(t *testing.T) {
 func TestRotationAndRestart(t *testing.T) {
 	sigilPath, _ := binaries(t)
 	ttl := envDuration(t, "DAPRD_CERT_TTL", time.Minute)
-	down := 12 * time.Second // < half life - daprd's 10 s retry: no certificate can expire meanwhile
+	// Sigil is down from 2 s before a renewal is due: daprd's attempt fails, its retry 10 s later
+	// too, the next one succeeds, with half the certificate's lifetime (30 s) to spare.
+	down := 15 * time.Second
 	ctx := testContext(t, 5*time.Minute)
 
 	s := newSigil(t, sigilPath, sigilOptions{ttl: ttl, skew: shortSkew})
@@ -181,7 +182,26 @@ func TestRotationAndRestart(t *testing.T) {
 	movedAfter := time.Since(rotated)
 
 	// 2. Restart Sigil: SIGINT (exit 0 asserted), down for `down`, start on the same ports.
+	// Stopped just before the next renewal falls due (daprd renews at half of NotBefore..NotAfter
+	// of the certificate it holds), so that daprd's renewal meets no Sigil, fails, and retries.
+	for {
+		due := time.Time{}
+		for _, d := range []*sidecar{a, b} {
+			leaf, _ := requireSigilChain(t, ctx, s, d, issuers...)
+			r := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
+			if due.IsZero() || r.Before(due) {
+				due = r
+			}
+		}
+		if time.Until(due) >= 3*time.Second {
+			sleepCtx(ctx, time.Until(due)-2*time.Second)
+			break
+		}
+		sleepCtx(ctx, time.Until(due)+3*time.Second)
+		require.NoError(t, ctx.Err())
+	}
 	s.stop(t)
+	stoppedAt := time.Now()
 	// What each sidecar serves once Sigil is gone: any other certificate later came from the
 	// restarted process.
 	before := map[string]string{}
@@ -191,6 +211,7 @@ func TestRotationAndRestart(t *testing.T) {
 	}
 	sleepCtx(ctx, down)
 	s.start(t, ctx)
+	upAt := time.Now()
 	require.Equal(t, newIssuer.Raw, s.issuer(t).Raw)
 	for _, d := range []*sidecar{a, b} {
 		require.Eventually(t, func() bool {
@@ -220,14 +241,23 @@ func TestRotationAndRestart(t *testing.T) {
 	require.Positive(t, c.app.hits.Load())
 	signed := s.metric(t, "dapr_sentry_cert_sign_success_total")
 	require.Zero(t, s.metric(t, "dapr_sentry_cert_sign_failure_total"))
-	// While Sigil was down, a sidecar whose renewal fell due logged a failed attempt and retried.
-	retried := 0
+	// While Sigil was down, a renewal fell due: daprd started it (and kept retrying), and, as
+	// checked above, ended up with a certificate from the restarted Sigil.
+	var whileDown []string
+	longest := time.Duration(0)
 	for _, d := range []*sidecar{a, b} {
-		retried += strings.Count(d.log.String(), "Error renewing identity, trying again")
+		for _, r := range d.log.renewals(t) {
+			if r.started.After(stoppedAt) && r.started.Before(upAt) {
+				whileDown = append(whileDown, d.AppID())
+				require.False(t, r.done.IsZero(), "%s: the renewal begun while Sigil was down never finished", d.AppID())
+				longest = max(longest, r.done.Sub(r.started))
+			}
+		}
 	}
-	figures(t, "ttl=%s duration=%s invocations=%d failures=%d sign_success=%.0f (restarted process: %.0f) both_on_new_issuer_after=%s sigil_down=%s renewal_retries_logged=%d",
+	require.NotEmpty(t, whileDown, "no sidecar's renewal fell in Sigil's downtime (%s..%s)", stoppedAt.Format(time.RFC3339Nano), upAt.Format(time.RFC3339Nano))
+	figures(t, "ttl=%s duration=%s invocations=%d failures=%d sign_success=%.0f (restarted process: %.0f) both_on_new_issuer_after=%s sigil_down=%s renewals_begun_while_down=%v longest_of_those=%s",
 		ttl, l.elapsed.Round(time.Millisecond), l.ok.Load(), l.failed.Load(), signed, afterRestart,
-		movedAfter.Round(time.Second), down, retried)
+		movedAfter.Round(time.Second), upAt.Sub(stoppedAt).Round(100*time.Millisecond), whileDown, longest.Round(100*time.Millisecond))
 }
 
 // JWT-SVIDs on: daprd takes Sigil's response only when `jwt` carries the trust domain in `aud`

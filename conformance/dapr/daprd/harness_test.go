@@ -14,6 +14,7 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -302,6 +303,35 @@ func (l *logBuffer) identityLines() []string {
 	for _, line := range strings.Split(l.String(), "\n") {
 		if strings.Contains(line, "workload identity") || strings.Contains(line, "JWT SVID") {
 			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// renewal is one renewal daprd logged: when it began and when it succeeded (zero if never).
+type renewal struct{ started, done time.Time }
+
+var logTime = regexp.MustCompile(`time="([^"]+)"`)
+
+// renewals reads daprd's "Renewing workload identity" / "Successfully renewed workload
+// identity" log lines (Dapr's kit/crypto/spiffe) in order.
+func (l *logBuffer) renewals(t *testing.T) []renewal {
+	t.Helper()
+	var out []renewal
+	for _, line := range strings.Split(l.String(), "\n") {
+		begun := strings.Contains(line, "Renewing workload identity")
+		done := strings.Contains(line, "Successfully renewed workload identity")
+		if !begun && !done {
+			continue
+		}
+		m := logTime.FindStringSubmatch(line)
+		require.NotNil(t, m, "daprd log line without time: %s", line)
+		at, err := time.Parse(time.RFC3339Nano, m[1])
+		require.NoError(t, err)
+		if begun {
+			out = append(out, renewal{started: at})
+		} else if len(out) > 0 && out[len(out)-1].done.IsZero() {
+			out[len(out)-1].done = at
 		}
 	}
 	return out
