@@ -452,6 +452,7 @@ async fn run(args: Args) {
     let args = Arc::new(args);
     let next = Arc::new(AtomicUsize::new(0));
     let before = args.server_pid.and_then(proc_stats);
+    let client_before = proc_stats(std::process::id());
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -498,6 +499,7 @@ async fn run(args: Args) {
     }
     let elapsed = started.elapsed();
     let after = args.server_pid.and_then(proc_stats);
+    let client_after = proc_stats(std::process::id());
     lat.sort();
     let ok = lat.len();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -523,6 +525,14 @@ async fn run(args: Args) {
             per = if ok > 0 { cpu * 1000.0 / ok as f64 } else { 0.0 },
             peak = a.1 as f64 / 1024.0,
             rss = a.2 as f64 / 1024.0,
+        ));
+    }
+    if let (Some(b), Some(a)) = (client_before, client_after) {
+        // The generator's own CPU: when it nears 1000 ms per second of elapsed time on its
+        // core, the client, not the server, limits requests/s.
+        line.push_str(&format!(
+            " client_cpu_ms_per_req={:.3}",
+            if ok > 0 { (a.0 - b.0) * 1000.0 / ok as f64 } else { 0.0 }
         ));
     }
     println!("{line}");
