@@ -1,10 +1,15 @@
-//! Load generator for Sigil (gRPC over TLS, like a sidecar) and, for side-by-side
-//! comparisons, for cfssl's HTTP signing API.
+//! Load generator for Sigil and Dapr Sentry (gRPC over TLS, like a sidecar) and, for
+//! side-by-side comparisons, for cfssl's HTTP signing API.
 //!
-//! Every request carries a fresh CSR, generated before the clock starts. Reports
-//! requests/s, latency percentiles, errors and — given `--server-pid` — the server's CPU
-//! seconds per certificate and peak RSS read from /proc. Request count and wall time are
-//! both bounded.
+//! Every request carries a fresh CSR (empty subject, no attributes, as daprd sends),
+//! generated before the clock starts. Reports requests/s, latency percentiles, errors and —
+//! given `--server-pid` — the server's CPU seconds per certificate and peak RSS read from
+//! /proc. Request count and wall time are both bounded.
+//!
+//! The gRPC server is accepted as daprd accepts Sentry: by the SPIFFE ID it presents
+//! (`--server-id`), chained to the trust anchors (`--ca`), with no host name check and no
+//! TLS session resumption (every new connection is a full handshake, as daprd's are).
+//! `--probe` waits until the first certificate is signed and prints how long that took.
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,14 +17,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use hyper_util::rt::TokioIo;
 use rcgen::{CertificateParams, DistinguishedName, KeyPair};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 use sigil_proto::sentry::ca_client::CaClient;
 use sigil_proto::{SignCertificateRequest, TokenValidator};
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tonic::transport::{Channel, Endpoint, Uri};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum Target {
-    /// Sigil / Dapr Sentry gRPC API over TLS.
+    /// Sigil / Dapr Sentry gRPC API over TLS (server checked by SPIFFE ID).
     Grpc,
     /// cfssl's `POST /api/v1/cfssl/sign` over plain HTTP.
     Cfssl,
@@ -43,9 +57,9 @@ struct Args {
     /// Trust anchors for the gRPC server (its ca.crt).
     #[arg(long)]
     ca: Option<std::path::PathBuf>,
-    /// TLS server name to check.
-    #[arg(long, default_value = "localhost")]
-    server_name: String,
+    /// SPIFFE ID the gRPC server must present (checked against --ca; no host name check).
+    #[arg(long, default_value = "spiffe://localhost/ns/default/dapr-sentry")]
+    server_id: String,
     /// Number of requests.
     #[arg(short = 'n', long, default_value_t = 2000)]
     requests: usize,
@@ -67,6 +81,16 @@ struct Args {
     /// Label printed with the results.
     #[arg(long, default_value = "")]
     label: String,
+    /// Instead of a load run: retry (every 2 ms, --ca re-read each try, as it may not exist
+    /// yet) until one certificate is signed, then print the time since --since-ns.
+    #[arg(long)]
+    probe: bool,
+    /// Start of the clock for --probe, in nanoseconds since the Unix epoch (`date +%s%N`).
+    #[arg(long)]
+    since_ns: Option<u128>,
+    /// Print one CSR as generated and exit.
+    #[arg(long)]
+    print_csr: bool,
 }
 
 fn csr(key: Key) -> String {
@@ -99,20 +123,164 @@ fn proc_stats(pid: u32) -> Option<(f64, u64, u64)> {
     Some((ticks / 100.0, kib("VmHWM:")?, kib("VmRSS:")?))
 }
 
+/// Accepts the server only when its leaf chains to the anchors (server-auth usage) and its
+/// only URI SAN is the expected SPIFFE ID. Host names are not looked at (daprd's rule).
+#[derive(Debug)]
+struct SpiffeVerifier {
+    anchors: Vec<TrustAnchor<'static>>,
+    expected: String,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+fn tls_refusal(msg: String) -> rustls::Error {
+    rustls::Error::General(msg)
+}
+
+impl ServerCertVerifier for SpiffeVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| tls_refusal(format!("server certificate: {e}")))?;
+        cert.verify_for_usage(
+            self.algorithms.all,
+            &self.anchors,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| tls_refusal(format!("server chain: {e}")))?;
+        let (_, x509) = X509Certificate::from_der(end_entity)
+            .map_err(|e| tls_refusal(format!("server certificate: {e}")))?;
+        let san = x509
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .ok_or_else(|| tls_refusal("server certificate has no SAN".into()))?;
+        let uris: Vec<&str> = san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::URI(u) => Some(*u),
+                _ => None,
+            })
+            .collect();
+        if uris != [self.expected.as_str()] {
+            return Err(tls_refusal(format!(
+                "server presented {uris:?}, expected {}",
+                self.expected
+            )));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+fn tls_connector(ca_pem: &[u8], expected: &str) -> Result<TlsConnector, String> {
+    let certs: Vec<CertificateDer<'static>> = rustls_pki_types::pem::PemObject::pem_slice_iter(ca_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("trust anchors: {e}"))?;
+    if certs.is_empty() {
+        return Err("trust anchors: no certificate".into());
+    }
+    let anchors = certs
+        .iter()
+        .map(|c| webpki::anchor_from_trusted_cert(c).map(|a| a.to_owned()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("trust anchors: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = SpiffeVerifier {
+        anchors,
+        expected: expected.to_string(),
+        algorithms: provider.signature_verification_algorithms,
+    };
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    // daprd never resumes: every new connection is a full handshake.
+    cfg.resumption = rustls::client::Resumption::disabled();
+    Ok(TlsConnector::from(Arc::new(cfg)))
+}
+
+/// TCP to the fixed address, then TLS with the SPIFFE verifier; tonic gets an h2 stream.
+#[derive(Clone)]
+struct Connector {
+    address: String,
+    tls: TlsConnector,
+}
+
+impl tower::Service<Uri> for Connector {
+    type Response = TokioIo<TlsStream<TcpStream>>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let (address, tls) = (self.address.clone(), self.tls.clone());
+        Box::pin(async move {
+            let tcp = TcpStream::connect(&address).await?;
+            let _ = tcp.set_nodelay(true);
+            // SNI only; the certificate is checked by SPIFFE ID.
+            let name = ServerName::try_from("dapr-sentry").expect("constant DNS name");
+            Ok(TokioIo::new(tls.connect(name, tcp).await?))
+        })
+    }
+}
+
 enum Conn {
     Grpc(CaClient<Channel>),
     Http(hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>),
 }
 
-async fn connect(args: &Args, endpoint: &Option<Endpoint>) -> Result<Conn, String> {
+async fn connect(args: &Args, endpoint: &Option<(Endpoint, Connector)>) -> Result<Conn, String> {
     match args.target {
         Target::Grpc => {
+            let (endpoint, connector) = endpoint.as_ref().expect("endpoint for grpc");
             let ch = endpoint
-                .as_ref()
-                .expect("endpoint for grpc")
-                .connect()
+                .connect_with_connector(connector.clone())
                 .await
-                .map_err(|e| format!("connect: {e}"))?;
+                .map_err(|e| format!("connect: {}", error_chain(&e)))?;
             Ok(Conn::Grpc(CaClient::new(ch)))
         }
         Target::Cfssl => {
@@ -175,6 +343,75 @@ async fn one(conn: &mut Conn, csr_pem: &str, i: usize, addr: &str) -> Result<(),
     }
 }
 
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+fn grpc_endpoint(args: &Args, ca_pem: &[u8]) -> Result<(Endpoint, Connector), String> {
+    let tls = tls_connector(ca_pem, &args.server_id)?;
+    // The URI only feeds the HTTP/2 pseudo-headers; the connector decides where to dial.
+    let endpoint = Endpoint::from_shared(format!("http://{}", args.addr))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(5));
+    Ok((
+        endpoint,
+        Connector {
+            address: args.addr.clone(),
+            tls,
+        },
+    ))
+}
+
+/// Retries until one certificate is signed; prints the time since `--since-ns`.
+async fn probe(args: Args) {
+    let csr_pem = csr(args.key);
+    let since = args.since_ns.unwrap_or_else(now_ns);
+    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let mut tries = 0u32;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        tries += 1;
+        let attempt = async {
+            let conn = match args.target {
+                Target::Grpc => {
+                    let ca_path = args.ca.as_ref().ok_or("--ca is required for --target grpc")?;
+                    let ca = std::fs::read(ca_path).map_err(|e| format!("read --ca: {e}"))?;
+                    connect(&args, &Some(grpc_endpoint(&args, &ca)?)).await?
+                }
+                Target::Cfssl => connect(&args, &None).await?,
+            };
+            let mut conn = conn;
+            one(&mut conn, &csr_pem, 0, &args.addr).await
+        };
+        match tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            Ok(Ok(())) => {
+                let ms = (now_ns().saturating_sub(since)) as f64 / 1e6;
+                println!("{} first_sign_ms={ms:.0} tries={tries}", args.label);
+                return;
+            }
+            Ok(Err(e)) => last = e,
+            Err(_) => last = "timeout".into(),
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    println!("{} first_sign_ms=never tries={tries} last_error={last:?}", args.label);
+    std::process::exit(1);
+}
+
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -189,33 +426,33 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run(args));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if args.print_csr {
+        print!("{}", csr(args.key));
+        return;
+    }
+    if args.probe {
+        rt.block_on(probe(args));
+    } else {
+        rt.block_on(run(args));
+    }
 }
 
 async fn run(args: Args) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     eprintln!("generating {} {:?} CSRs...", args.requests, args.key);
     let csrs: Arc<Vec<String>> = Arc::new((0..args.requests).map(|_| csr(args.key)).collect());
     let endpoint = match args.target {
         Target::Grpc => {
             let ca_path = args.ca.clone().expect("--ca is required for --target grpc");
             let ca = std::fs::read(&ca_path).expect("read --ca");
-            let tls = ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(ca))
-                .domain_name(args.server_name.clone());
-            Some(
-                Endpoint::from_shared(format!("https://{}", args.addr))
-                    .expect("address")
-                    .tls_config(tls)
-                    .expect("tls")
-                    .connect_timeout(Duration::from_secs(5)),
-            )
+            Some(grpc_endpoint(&args, &ca).unwrap_or_else(|e| panic!("{e}")))
         }
         Target::Cfssl => None,
     };
     let args = Arc::new(args);
     let next = Arc::new(AtomicUsize::new(0));
     let before = args.server_pid.and_then(proc_stats);
+    let client_before = proc_stats(std::process::id());
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -262,6 +499,7 @@ async fn run(args: Args) {
     }
     let elapsed = started.elapsed();
     let after = args.server_pid.and_then(proc_stats);
+    let client_after = proc_stats(std::process::id());
     lat.sort();
     let ok = lat.len();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -287,6 +525,14 @@ async fn run(args: Args) {
             per = if ok > 0 { cpu * 1000.0 / ok as f64 } else { 0.0 },
             peak = a.1 as f64 / 1024.0,
             rss = a.2 as f64 / 1024.0,
+        ));
+    }
+    if let (Some(b), Some(a)) = (client_before, client_after) {
+        // The generator's own CPU: when it nears 1000 ms per second of elapsed time on its
+        // core, the client, not the server, limits requests/s.
+        line.push_str(&format!(
+            " client_cpu_ms_per_req={:.3}",
+            if ok > 0 { (a.0 - b.0) * 1000.0 / ok as f64 } else { 0.0 }
         ));
     }
     println!("{line}");
