@@ -236,6 +236,21 @@ pub struct ServeArgs {
     /// Sigil: how often the credential store is checked for changed CA material.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub reload_interval: Duration,
+    /// Sigil: most connections open at once on the gRPC port (and on the OIDC port); more
+    /// are closed as soon as they are accepted.
+    #[arg(long, default_value_t = 512)]
+    pub max_connections: usize,
+    /// Sigil: most concurrent streams on one gRPC connection (advertised as HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, default_value_t = 100)]
+    pub max_concurrent_streams: u32,
+    /// Sigil: time a client gets for its TLS handshake and for its request headers (on a
+    /// gRPC connection: until its first request starts).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub header_timeout: Duration,
+    /// Sigil: a gRPC connection with no request in flight for this long is closed.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub idle_timeout: Duration,
 }
 
 /// The `mtls` part of a Dapr `Configuration`.
@@ -339,6 +354,14 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Store polling interval.
     pub reload_interval: Duration,
+    /// Connection cap of the gRPC and OIDC listeners.
+    pub max_connections: usize,
+    /// Streams per gRPC connection.
+    pub max_concurrent_streams: u32,
+    /// TLS handshake and request header deadline.
+    pub header_timeout: Duration,
+    /// Idle gRPC connection deadline.
+    pub idle_timeout: Duration,
     /// Log level.
     pub log_level: String,
     /// JSON logs.
@@ -574,6 +597,16 @@ impl ServeArgs {
                 "--request-timeout and --reload-interval must be positive".into(),
             ));
         }
+        if self.max_connections == 0 || self.max_concurrent_streams == 0 {
+            return Err(Error::Config(
+                "--max-connections and --max-concurrent-streams must be at least 1".into(),
+            ));
+        }
+        if self.header_timeout.is_zero() || self.idle_timeout.is_zero() {
+            return Err(Error::Config(
+                "--header-timeout and --idle-timeout must be positive".into(),
+            ));
+        }
         Ok(Config {
             mode: self.mode,
             listen,
@@ -599,6 +632,10 @@ impl ServeArgs {
             max_concurrent_requests: self.max_concurrent_requests,
             request_timeout: self.request_timeout,
             reload_interval: self.reload_interval,
+            max_connections: self.max_connections,
+            max_concurrent_streams: self.max_concurrent_streams,
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
             log_level: self.log_level,
             log_as_json: self.log_as_json,
             jwt,
