@@ -14,12 +14,12 @@ REQUESTS=${REQUESTS:-2000}
 FLOOD_SECONDS=${FLOOD_SECONDS:-30}
 if [ $# -ge 1 ]; then
   S=$1
-  cargo build --release --quiet --bin sigil-loadgen
+  [ -n "${LOADGEN:-}" ] || cargo build --release --quiet --bin sigil-loadgen
 else
   cargo build --release --quiet --bin sigil --bin sigil-loadgen
   S=target/release/sigil
 fi
-L=target/release/sigil-loadgen
+L=${LOADGEN:-target/release/sigil-loadgen}
 work=$(mktemp -d)
 pid=
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; rm -rf "$work"; }
