@@ -303,14 +303,13 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let readiness = Readiness::default();
-    let healthz_addr =
-        observe::spawn_healthz(
-            config.healthz,
-            readiness.clone(),
-            config.header_timeout,
-            shutdown_rx.clone(),
-        )
-        .await?;
+    let healthz_addr = observe::spawn_healthz(
+        config.healthz,
+        readiness.clone(),
+        config.header_timeout,
+        shutdown_rx.clone(),
+    )
+    .await?;
     let metrics_addr = match config.metrics {
         Some(addr) => Some(
             observe::spawn_metrics(

@@ -139,7 +139,8 @@ async fn an_oversized_message_is_resource_exhausted() {
     let err = client.sign_certificate(req).await.expect_err("refused");
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(
-        err.message().contains("grpc: received message larger than max"),
+        err.message()
+            .contains("grpc: received message larger than max"),
         "{}",
         err.message()
     );
@@ -248,10 +249,15 @@ async fn slow_headers_are_cut_off_on_health_and_metrics() {
             .expect("write");
         let t = Instant::now();
         assert!(
-            closed_within(&mut tcp, Duration::from_secs(5)).await.is_some(),
+            closed_within(&mut tcp, Duration::from_secs(5))
+                .await
+                .is_some(),
             "{addr}: a client that never finishes its headers is still connected after 5 s"
         );
-        assert!(t.elapsed() >= Duration::from_millis(800), "closed too early");
+        assert!(
+            t.elapsed() >= Duration::from_millis(800),
+            "closed too early"
+        );
     }
     server.shutdown().await.expect("shutdown");
 }

@@ -244,8 +244,7 @@ async fn run(args: Args) {
     };
     let args = Arc::new(args);
     let flood_started = Instant::now();
-    let flood = if args.flood_connections + args.idle_connections + args.slow_header_connections
-        > 0
+    let flood = if args.flood_connections + args.idle_connections + args.slow_header_connections > 0
     {
         let tls = flood::tls_connector(args.ca.as_deref().expect("--ca is required"));
         let end = tokio::time::Instant::now() + Duration::from_secs(args.flood_seconds);
@@ -410,10 +409,7 @@ mod flood {
         TlsConnector::from(Arc::new(cfg))
     }
 
-    async fn h2_connect(
-        args: &Args,
-        tls: &TlsConnector,
-    ) -> Option<h2::client::SendRequest<Bytes>> {
+    async fn h2_connect(args: &Args, tls: &TlsConnector) -> Option<h2::client::SendRequest<Bytes>> {
         let tcp = TcpStream::connect(&args.addr).await.ok()?;
         let name = ServerName::try_from(args.server_name.clone()).ok()?;
         let io = tokio::time::timeout(Duration::from_secs(5), tls.connect(name, tcp))
@@ -535,7 +531,10 @@ mod flood {
                 h.as_str(),
                 &b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "[..],
             ),
-            None => (args.addr.as_str(), &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01][..]),
+            None => (
+                args.addr.as_str(),
+                &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01][..],
+            ),
         };
         while Instant::now() < end {
             let Ok(mut tcp) = TcpStream::connect(addr).await else {

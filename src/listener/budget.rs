@@ -216,7 +216,10 @@ where
             held: 0,
         };
         if let Err(status) = charge.grow(REQUEST_OVERHEAD + headers_size(&req)) {
-            tracing::debug!(reason = status.message(), "request refused by the byte budget");
+            tracing::debug!(
+                reason = status.message(),
+                "request refused by the byte budget"
+            );
             return Box::pin(std::future::ready(Ok(status.into_http())));
         }
         let charge = Arc::new(Mutex::new(charge));

@@ -427,7 +427,8 @@ mod tests {
     async fn failing_accept_backs_off_instead_of_spinning() {
         let calls = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = watch::channel(false);
-        let task = spawn_accept_loop("test", AlwaysFails(calls.clone()), 1, rx, |_, _, _| async {});
+        let task = spawn_accept_loop("test", AlwaysFails(calls.clone()), 1, rx, |_, _, _| async {
+        });
         tokio::time::sleep(Duration::from_millis(700)).await;
         let _ = tx.send(true);
         let _ = task.await;
@@ -453,7 +454,9 @@ mod tests {
         });
         let a = TcpStream::connect(addr).await.expect("a");
         let b = TcpStream::connect(addr).await.expect("b");
-        let mut c = TcpStream::connect(addr).await.expect("c connects (the kernel accepts)");
+        let mut c = TcpStream::connect(addr)
+            .await
+            .expect("c connects (the kernel accepts)");
         let mut byte = [0u8; 1];
         let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut byte))
             .await
