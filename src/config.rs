@@ -250,6 +250,21 @@ pub struct ServeArgs {
     /// does. Only for an API server whose token authenticator is not audience-aware.
     #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, action = clap::ArgAction::Set)]
     pub token_review_audiences_optional: bool,
+    /// Sigil: most connections open at once on the gRPC port (and on the OIDC port); more
+    /// are closed as soon as they are accepted.
+    #[arg(long, default_value_t = 512)]
+    pub max_connections: usize,
+    /// Sigil: most concurrent streams on one gRPC connection (advertised as HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, default_value_t = 100)]
+    pub max_concurrent_streams: u32,
+    /// Sigil: time a client gets for its TLS handshake and for its request headers (on a
+    /// gRPC connection: until its first request starts).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub header_timeout: Duration,
+    /// Sigil: a gRPC connection with no request in flight for this long is closed.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub idle_timeout: Duration,
 }
 
 /// The `mtls` part of a Dapr `Configuration`.
@@ -381,6 +396,14 @@ pub struct Config {
     pub pod_lookup: PodLookup,
     /// A TokenReview may confirm no audiences.
     pub token_review_audiences_optional: bool,
+    /// Connection cap of the gRPC and OIDC listeners.
+    pub max_connections: usize,
+    /// Streams per gRPC connection.
+    pub max_concurrent_streams: u32,
+    /// TLS handshake and request header deadline.
+    pub header_timeout: Duration,
+    /// Idle gRPC connection deadline.
+    pub idle_timeout: Duration,
     /// Log level.
     pub log_level: String,
     /// JSON logs.
@@ -617,6 +640,16 @@ impl ServeArgs {
                 "--request-timeout and --reload-interval must be positive".into(),
             ));
         }
+        if self.max_connections == 0 || self.max_concurrent_streams == 0 {
+            return Err(Error::Config(
+                "--max-connections and --max-concurrent-streams must be at least 1".into(),
+            ));
+        }
+        if self.header_timeout.is_zero() || self.idle_timeout.is_zero() {
+            return Err(Error::Config(
+                "--header-timeout and --idle-timeout must be positive".into(),
+            ));
+        }
         Ok(Config {
             mode: self.mode,
             listen,
@@ -644,6 +677,10 @@ impl ServeArgs {
             reload_interval: self.reload_interval,
             pod_lookup: self.pod_lookup,
             token_review_audiences_optional: self.token_review_audiences_optional,
+            max_connections: self.max_connections,
+            max_concurrent_streams: self.max_concurrent_streams,
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
             log_level: self.log_level,
             log_as_json: self.log_as_json,
             jwt,

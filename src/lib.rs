@@ -16,6 +16,9 @@
 //! - [`oidc`]: the OIDC discovery server (`/.well-known/openid-configuration`, `/jwks.json`).
 //! - [`observe`]: metrics, health, audit log.
 //! - [`cluster`]: the Kubernetes API client (kubernetes mode).
+//! - [`listener`]: the accept side of every listener (gRPC, health, metrics, OIDC): accept
+//!   loop with back-off, connection caps, handshake/header/idle deadlines, and the gRPC
+//!   request byte budget ([`listener::budget`]).
 //! - [`server`]: wiring and graceful shutdown.
 //!
 //! Errors are one enum ([`Error`]); its [`Error::code`] is the single place where failures
@@ -28,6 +31,7 @@ pub mod cluster;
 pub mod config;
 mod error;
 pub mod jwt;
+pub mod listener;
 pub mod observe;
 pub mod oidc;
 pub mod rotation;

@@ -84,6 +84,8 @@ pub struct Metrics {
     pub jwt_key_problems: Counter,
     /// sigil_jwks_keys: keys in the published JWKS
     pub jwks_keys: Gauge,
+    /// sigil_grpc_request_buffer_bytes: bytes of the request byte budget in use
+    pub request_buffer_bytes: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -118,6 +120,7 @@ impl Metrics {
         let jwt_key_changed = Counter::default();
         let jwt_key_problems = Counter::default();
         let jwks_keys = Gauge::default();
+        let request_buffer_bytes = Gauge::default();
         registry.register(
             "dapr_sentry_cert_sign_request_received",
             "Certificate signing requests received",
@@ -198,6 +201,11 @@ impl Metrics {
             "Keys in the published JWKS",
             jwks_keys.clone(),
         );
+        registry.register(
+            "sigil_grpc_request_buffer_bytes",
+            "Bytes of the gRPC request byte budget held by requests not yet answered",
+            request_buffer_bytes.clone(),
+        );
         Self {
             registry,
             sign_received,
@@ -216,6 +224,7 @@ impl Metrics {
             jwt_key_changed,
             jwt_key_problems,
             jwks_keys,
+            request_buffer_bytes,
         }
     }
 
@@ -259,50 +268,58 @@ impl Readiness {
     }
 }
 
-async fn serve_http<F>(
+/// Most connections open at once on the health and metrics ports: kubelet probes and a
+/// Prometheus scraper need a handful; the cap keeps a flood of idle sockets from taking the
+/// process's file descriptors.
+const HTTP_MAX_CONNECTIONS: usize = 128;
+
+fn serve_http<F>(
+    name: &'static str,
     listener: TcpListener,
     handler: F,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    header_timeout: std::time::Duration,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) where
     F: Fn(&str) -> (u16, &'static str, String) + Send + Sync + Clone + 'static,
 {
     use hyper::body::Incoming;
     use hyper::{Request, Response};
-    loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r { Ok(s) => s, Err(_) => continue },
-            _ = shutdown.changed() => return,
-        };
-        let handler = handler.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let (status, ctype, body) = if req.method() == hyper::Method::GET {
-                    handler(req.uri().path())
-                } else {
-                    (405, "text/plain", "method not allowed\n".into())
-                };
-                async move {
-                    Ok::<_, std::convert::Infallible>(
-                        Response::builder()
-                            .status(status)
-                            .header("content-type", ctype)
-                            .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
-                            .expect("static response parts are valid"),
-                    )
-                }
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, svc)
-                .await;
-        });
-    }
+    crate::listener::spawn_accept_loop(
+        name,
+        listener,
+        HTTP_MAX_CONNECTIONS,
+        shutdown,
+        move |stream, _peer, slot| {
+            let handler = handler.clone();
+            async move {
+                let _slot = slot;
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let (status, ctype, body) = if req.method() == hyper::Method::GET {
+                        handler(req.uri().path())
+                    } else {
+                        (405, "text/plain", "method not allowed\n".into())
+                    };
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            Response::builder()
+                                .status(status)
+                                .header("content-type", ctype)
+                                .body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+                                .expect("static response parts are valid"),
+                        )
+                    }
+                });
+                let _ = crate::listener::serve_http1(stream, svc, header_timeout).await;
+            }
+        },
+    );
 }
 
 /// Binds the health endpoint: `GET /healthz` answers 200 when ready, 503 before.
 pub async fn spawn_healthz(
     addr: SocketAddr,
     ready: Readiness,
+    header_timeout: std::time::Duration,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<SocketAddr, Error> {
     let listener = TcpListener::bind(addr)
@@ -311,15 +328,17 @@ pub async fn spawn_healthz(
     let local = listener
         .local_addr()
         .map_err(|e| Error::io("healthz socket", e))?;
-    tokio::spawn(serve_http(
+    serve_http(
+        "healthz",
         listener,
         move |path: &str| match path {
             "/healthz" | "/healthz/" if ready.get() => (200, "text/plain", "ok\n".into()),
             "/healthz" | "/healthz/" => (503, "text/plain", "not ready\n".into()),
             _ => (404, "text/plain", "not found\n".into()),
         },
+        header_timeout,
         shutdown,
-    ));
+    );
     Ok(local)
 }
 
@@ -327,6 +346,7 @@ pub async fn spawn_healthz(
 pub async fn spawn_metrics(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
+    header_timeout: std::time::Duration,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<SocketAddr, Error> {
     let listener = TcpListener::bind(addr)
@@ -335,7 +355,8 @@ pub async fn spawn_metrics(
     let local = listener
         .local_addr()
         .map_err(|e| Error::io("metrics socket", e))?;
-    tokio::spawn(serve_http(
+    serve_http(
+        "metrics",
         listener,
         move |path: &str| match path {
             "/" | "/metrics" => (
@@ -345,8 +366,9 @@ pub async fn spawn_metrics(
             ),
             _ => (404, "text/plain", "not found\n".into()),
         },
+        header_timeout,
         shutdown,
-    ));
+    );
     Ok(local)
 }
 

@@ -29,7 +29,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::OidcSettings;
@@ -42,10 +42,6 @@ pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 pub const JWKS_PATH: &str = "/jwks.json";
 /// `Cache-Control` of both documents.
 pub const CACHE_CONTROL: &str = "public, max-age=300";
-/// Most connections served at once; more wait in the accept queue.
-const MAX_CONNECTIONS: usize = 1024;
-/// Time a client gets for the TLS handshake and for its request headers.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the request handler needs.
 #[derive(Clone)]
@@ -344,7 +340,8 @@ pub async fn spawn(
     settings: &OidcSettings,
     jwt: Arc<JwtState>,
     reload_interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    limits: crate::listener::Limits,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<SocketAddr, Error> {
     let acceptor = match &settings.tls {
         Some((cert, key)) => {
@@ -385,28 +382,17 @@ pub async fn spawn(
     if settings.jwks_uri.is_none() && settings.allowed_hosts.is_empty() {
         tracing::info!("OIDC discovery URLs follow the request's Host header; set --oidc-allowed-hosts or --oidc-jwks-uri and --jwt-issuer to pin them");
     }
-    let limiter = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    tokio::spawn(async move {
-        loop {
-            let permit = tokio::select! {
-                p = limiter.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-                _ = shutdown.changed() => return,
-            };
-            let (tcp, peer) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "OIDC accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                },
-                _ = shutdown.changed() => return,
-            };
+    let header_timeout = limits.header_timeout;
+    crate::listener::spawn_accept_loop(
+        "oidc",
+        listener,
+        limits.max_connections,
+        shutdown,
+        move |tcp, peer, slot| {
             let handler = handler.clone();
             let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
+            async move {
+                let _slot = slot;
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let host = req
                         .headers()
@@ -426,38 +412,29 @@ pub async fn spawn(
                     );
                     async move { Ok::<_, Infallible>(resp) }
                 });
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(CLIENT_TIMEOUT)
-                    .max_buf_size(64 * 1024);
                 let result = match acceptor {
                     Some(acceptor) => {
-                        match tokio::time::timeout(CLIENT_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(tls)) => {
-                                builder
-                                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                                    .await
-                            }
-                            Ok(Err(e)) => {
-                                tracing::debug!(%peer, error = %e, "OIDC TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => return,
-                        }
+                        let Some(tls) = crate::listener::tls_handshake(
+                            "oidc",
+                            &acceptor,
+                            tcp,
+                            peer,
+                            header_timeout,
+                        )
+                        .await
+                        else {
+                            return;
+                        };
+                        crate::listener::serve_http1(tls, svc, header_timeout).await
                     }
-                    None => {
-                        builder
-                            .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                            .await
-                    }
+                    None => crate::listener::serve_http1(tcp, svc, header_timeout).await,
                 };
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "OIDC connection ended with an error");
                 }
-            });
-        }
-    });
+            }
+        },
+    );
     tracing::info!(addr = %local, tls = settings.tls.is_some(), prefix = %settings.path_prefix, "OIDC discovery server listening");
     Ok(local)
 }

@@ -15,6 +15,7 @@ use crate::ca_service::CaService;
 use crate::cluster;
 use crate::config::{Config, Mode};
 use crate::jwt::{FileJwtStore, JwtKeyStore, JwtState};
+use crate::listener::{self, budget, GrpcConnection, Limits};
 use crate::observe::{self, Metrics, Readiness};
 use crate::rotation::{self, CaState};
 use crate::serving_cert::{self, ServingCert, ServingIdentity};
@@ -27,10 +28,25 @@ use crate::validator::kubernetes::{KubernetesOptions, KubernetesValidator};
 use crate::validator::Validators;
 use crate::Error;
 
-/// Largest request accepted (a CSR is bounded to 64 KiB by the PKI core).
-pub const MAX_REQUEST_BYTES: usize = 256 * 1024;
-/// How long a client has to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request message accepted, just above the largest valid one: a CSR of 64 KiB
+/// (`sigil_pki::csr::MAX_CSR_BYTES`), a token of 16 KiB (the validators' limit), 16
+/// audiences of 512 bytes, ids and protobuf framing: about 88.6 KiB.
+pub const MAX_REQUEST_BYTES: usize = 96 * 1024;
+/// HTTP/2 flow-control windows. Small: the request byte budget charges what Sigil reads,
+/// and these bound what a connection may send beyond that (bytes h2 has received but no
+/// handler has read yet): one window per connection. 64 KiB is HTTP/2's initial value.
+const STREAM_WINDOW: u32 = 64 * 1024;
+const CONNECTION_WINDOW: u32 = 64 * 1024;
+/// Largest header block accepted on a stream (hyper's default, made explicit).
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+/// Streams a client may reset before the server accepts them, and streams the server may
+/// reset for a client's errors, before the connection is closed (HTTP/2 rapid reset).
+const MAX_PENDING_ACCEPT_RESETS: usize = 20;
+const MAX_LOCAL_ERROR_RESETS: usize = 128;
+/// HTTP/2 keepalive: a PING after this much silence, and the connection closed when the
+/// answer takes longer than the timeout (a peer that vanished).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -289,13 +305,29 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let readiness = Readiness::default();
-    let healthz_addr =
-        observe::spawn_healthz(config.healthz, readiness.clone(), shutdown_rx.clone()).await?;
+    let healthz_addr = observe::spawn_healthz(
+        config.healthz,
+        readiness.clone(),
+        config.header_timeout,
+        shutdown_rx.clone(),
+    )
+    .await?;
     let metrics_addr = match config.metrics {
-        Some(addr) => {
-            Some(observe::spawn_metrics(addr, metrics.clone(), shutdown_rx.clone()).await?)
-        }
+        Some(addr) => Some(
+            observe::spawn_metrics(
+                addr,
+                metrics.clone(),
+                config.header_timeout,
+                shutdown_rx.clone(),
+            )
+            .await?,
+        ),
         None => None,
+    };
+    let limits = Limits {
+        max_connections: config.max_connections,
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
     };
 
     let oidc_addr = match (&config.oidc, &jwt) {
@@ -304,6 +336,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
                 oidc,
                 state.clone(),
                 config.reload_interval,
+                limits,
                 shutdown_rx.clone(),
             )
             .await?,
@@ -372,13 +405,20 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
         });
     }
 
-    let listener = TcpListener::bind(config.listen)
+    let tcp_listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {}: {e}", config.listen)))?;
-    let grpc_addr = listener
+    let grpc_addr = tcp_listener
         .local_addr()
         .map_err(|e| Error::io("grpc socket", e))?;
     let acceptor = TlsAcceptor::from(Arc::new(tls_config(serving.clone())?));
+    // --max-concurrent-requests also sizes the request byte budget: room for that many
+    // requests of the largest size, so the flag bounds memory as well as signing.
+    let request_cost = MAX_REQUEST_BYTES + budget::REQUEST_OVERHEAD;
+    let request_budget = Arc::new(budget::Pool::new(
+        config.max_concurrent_requests.saturating_mul(request_cost),
+        Some(metrics.request_buffer_bytes.clone()),
+    ));
 
     let service = CaService {
         state: state.clone(),
@@ -400,44 +440,67 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
         .build_v1()
         .map_err(|e| Error::Config(format!("reflection: {e}")))?;
 
+    // Accepted and handshaken connections go to tonic through a channel; the accept loop,
+    // the connection cap and the deadlines are the listener module's.
     let (conn_tx, conn_rx) = mpsc::channel(256);
-    let mut accept_shutdown = shutdown_rx.clone();
-    tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                },
-                _ = accept_shutdown.changed() => return,
-            };
-            let _ = tcp.set_nodelay(true);
+    let per_connection = budget::CONNECTION_SHARE_REQUESTS * request_cost;
+    listener::spawn_accept_loop(
+        "grpc",
+        tcp_listener,
+        limits.max_connections,
+        shutdown_rx.clone(),
+        move |tcp, peer, slot| {
             let acceptor = acceptor.clone();
             let conn_tx = conn_tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = conn_tx.send(Ok::<_, std::io::Error>(tls)).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            async move {
+                let _ = tcp.set_nodelay(true);
+                let info = tonic::transport::server::TcpConnectInfo {
+                    local_addr: tcp.local_addr().ok(),
+                    remote_addr: Some(peer),
+                };
+                if let Some(tls) =
+                    listener::tls_handshake("grpc", &acceptor, tcp, peer, limits.header_timeout)
+                        .await
+                {
+                    let conn = GrpcConnection::new(tls, info, slot, limits, per_connection);
+                    let _ = conn_tx.send(Ok::<_, std::io::Error>(conn)).await;
                 }
-            });
-        }
-    });
+            }
+        },
+    );
 
+    // The budget layer refuses longer messages first (RESOURCE_EXHAUSTED); tonic's own
+    // limit stays as a second line.
     let ca_server = CaServer::new(service)
         .max_decoding_message_size(MAX_REQUEST_BYTES)
         .max_encoding_message_size(4 * 1024 * 1024);
     let mut serve_shutdown = shutdown_rx.clone();
     let readiness_in_task = readiness.clone();
+    // Memory an unauthenticated peer can make the gRPC listener hold (defaults in brackets;
+    // SECURITY.md has the same arithmetic):
+    //   request bytes read:   --max-concurrent-requests x (MAX_REQUEST_BYTES +
+    //                         REQUEST_OVERHEAD) = 256 x 112 KiB = 28 MiB in all, and
+    //                         CONNECTION_SHARE_REQUESTS x 112 KiB = 448 KiB per connection;
+    //   bytes not yet read:   --max-connections x CONNECTION_WINDOW = 512 x 64 KiB = 32 MiB;
+    //   headers:              at most 448 KiB / 16 KiB = 28 charged streams per connection,
+    //                         each header block at most MAX_HEADER_LIST; streams beyond the
+    //                         share are answered at once and hold nothing.
+    // Time: --header-timeout for TLS and the first request, --request-timeout for a request
+    // (stalled bodies included), --idle-timeout between requests.
     let grpc = tonic::transport::Server::builder()
         .timeout(config.request_timeout)
-        .http2_keepalive_interval(Some(Duration::from_secs(60)))
+        .max_concurrent_streams(Some(config.max_concurrent_streams))
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_ACCEPT_RESETS))
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .http2_max_header_list_size(Some(MAX_HEADER_LIST))
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .layer(budget::BudgetLayer::new(
+            request_budget.clone(),
+            MAX_REQUEST_BYTES,
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(ca_server)

@@ -91,6 +91,35 @@ struct Args {
     /// Print one CSR as generated and exit.
     #[arg(long)]
     print_csr: bool,
+    /// Flood: TLS connections that each open `--flood-streams` SignCertificate streams,
+    /// every one sending part of a message and stalling; when the server has ended them all,
+    /// the connection is replaced by a new one that does the same. 0 disables the flood.
+    #[arg(long, default_value_t = 0)]
+    flood_connections: usize,
+    /// Flood: stalled streams per flood connection.
+    #[arg(long, default_value_t = 250)]
+    flood_streams: usize,
+    /// Flood: message length each stalled stream declares, and how much of it it sends.
+    #[arg(long, default_value_t = 4096)]
+    flood_declared_bytes: u32,
+    /// Flood: bytes of the declared message actually sent.
+    #[arg(long, default_value_t = 1024)]
+    flood_sent_bytes: usize,
+    /// Flood: connections that complete TLS and HTTP/2 and then send nothing (re-opened
+    /// when closed).
+    #[arg(long, default_value_t = 0)]
+    idle_connections: usize,
+    /// Flood: connections that send part of a request head and stall (re-opened when
+    /// closed): on the health port given by `--healthz-addr`, else half a TLS ClientHello
+    /// on the gRPC port.
+    #[arg(long, default_value_t = 0)]
+    slow_header_connections: usize,
+    /// Flood: the health endpoint, for slow-header connections.
+    #[arg(long)]
+    healthz_addr: Option<String>,
+    /// Flood: how long it lasts; the legitimate load starts 2 s in.
+    #[arg(long, default_value_t = 30)]
+    flood_seconds: u64,
 }
 
 fn csr(key: Key) -> String {
@@ -450,6 +479,18 @@ async fn run(args: Args) {
         Target::Cfssl => None,
     };
     let args = Arc::new(args);
+    let flood_started = Instant::now();
+    let flood = if args.flood_connections + args.idle_connections + args.slow_header_connections > 0
+    {
+        let tls = flood::tls_connector(args.ca.as_deref().expect("--ca is required"));
+        let end = tokio::time::Instant::now() + Duration::from_secs(args.flood_seconds);
+        let f = tokio::spawn(flood::run(args.clone(), tls, end));
+        // Let the flood build up before the legitimate requests start.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Some(f)
+    } else {
+        None
+    };
     let next = Arc::new(AtomicUsize::new(0));
     let before = args.server_pid.and_then(proc_stats);
     let client_before = proc_stats(std::process::id());
@@ -535,8 +576,270 @@ async fn run(args: Args) {
             if ok > 0 { (a.0 - b.0) * 1000.0 / ok as f64 } else { 0.0 }
         ));
     }
+    if let Some(flood) = flood {
+        let stats = flood.await.expect("flood task");
+        line.push_str(&format!(
+            " flood_s={:.1} flood_streams_opened={} flood_streams_answered={} flood_conns_opened={} flood_conns_refused={} success_rate={:.4}",
+            flood_started.elapsed().as_secs_f64(),
+            stats.streams_opened,
+            stats.streams_answered,
+            stats.connections_opened,
+            stats.connections_refused,
+            ok as f64 / (ok + errors.len()).max(1) as f64,
+        ));
+        if let Some(pid) = args.server_pid {
+            let peak = proc_stats(pid).map(|s| s.1);
+            // The flood's connections are closed; give the server a moment to drop them.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            if let (Some(peak), Some(after)) = (peak, proc_stats(pid)) {
+                line.push_str(&format!(
+                    " server_peak_rss_during_flood_mib={:.1} server_rss_after_flood_mib={:.1}",
+                    peak as f64 / 1024.0,
+                    after.2 as f64 / 1024.0
+                ));
+            }
+        }
+    }
     println!("{line}");
     if let Some(e) = errors.first() {
         eprintln!("first error: {e}");
+    }
+}
+
+/// The hostile side of a flood run: stalled streams, idle connections, slow headers.
+mod flood {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use hyper::body::Bytes;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, ServerName};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    use tokio::time::Instant;
+    use tokio_rustls::TlsConnector;
+
+    use super::Args;
+
+    #[derive(Default)]
+    pub struct Stats {
+        pub streams_opened: usize,
+        pub streams_answered: usize,
+        pub connections_opened: usize,
+        pub connections_refused: usize,
+    }
+
+    #[derive(Default)]
+    struct Counters {
+        streams_opened: AtomicUsize,
+        streams_answered: AtomicUsize,
+        connections_opened: AtomicUsize,
+        connections_refused: AtomicUsize,
+    }
+
+    pub fn tls_connector(ca: &std::path::Path) -> TlsConnector {
+        let pem = std::fs::read(ca).expect("read --ca");
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            roots.add(cert.expect("PEM")).expect("trust anchor");
+        }
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"h2".to_vec()];
+        TlsConnector::from(Arc::new(cfg))
+    }
+
+    async fn h2_connect(args: &Args, tls: &TlsConnector) -> Option<h2::client::SendRequest<Bytes>> {
+        let tcp = TcpStream::connect(&args.addr).await.ok()?;
+        let name = ServerName::try_from(args.server_name.clone()).ok()?;
+        let io = tokio::time::timeout(Duration::from_secs(5), tls.connect(name, tcp))
+            .await
+            .ok()?
+            .ok()?;
+        let (send, conn) = h2::client::handshake(io).await.ok()?;
+        tokio::spawn(conn);
+        Some(send)
+    }
+
+    fn stalled_request(args: &Args) -> http::Request<()> {
+        http::Request::builder()
+            .method("POST")
+            .uri(format!(
+                "https://{}/dapr.proto.sentry.v1.CA/SignCertificate",
+                args.server_name
+            ))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("static request")
+    }
+
+    /// One stalled stream: open it, send part of a message, wait until the server ends it
+    /// or the flood does.
+    async fn stalled_stream(
+        args: Arc<Args>,
+        send: h2::client::SendRequest<Bytes>,
+        counters: Arc<Counters>,
+        end: Instant,
+    ) {
+        let mut partial = vec![0u8];
+        partial.extend_from_slice(&args.flood_declared_bytes.to_be_bytes());
+        partial.extend(std::iter::repeat_n(0x0a, args.flood_sent_bytes));
+        let Ok(Ok(mut ready)) = tokio::time::timeout_at(end, send.ready()).await else {
+            return;
+        };
+        let Ok((resp, mut body)) = ready.send_request(stalled_request(&args), false) else {
+            return;
+        };
+        if body.send_data(Bytes::from(partial), false).is_err() {
+            return;
+        }
+        counters.streams_opened.fetch_add(1, Ordering::Relaxed);
+        if tokio::time::timeout_at(end, resp).await.is_ok() {
+            counters.streams_answered.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    async fn stalled_connection(
+        args: Arc<Args>,
+        tls: TlsConnector,
+        counters: Arc<Counters>,
+        end: Instant,
+    ) {
+        while Instant::now() < end {
+            let Some(send) = h2_connect(&args, &tls).await else {
+                counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            counters.connections_opened.fetch_add(1, Ordering::Relaxed);
+            let streams: Vec<_> = (0..args.flood_streams)
+                .map(|_| {
+                    tokio::spawn(stalled_stream(
+                        args.clone(),
+                        send.clone(),
+                        counters.clone(),
+                        end,
+                    ))
+                })
+                .collect();
+            for s in streams {
+                let _ = s.await;
+            }
+            // The next wave on a new connection, at a bounded rate.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// TLS + HTTP/2, then nothing; reconnect when closed.
+    async fn idle_connection(
+        args: Arc<Args>,
+        tls: TlsConnector,
+        counters: Arc<Counters>,
+        end: Instant,
+    ) {
+        while Instant::now() < end {
+            match h2_connect(&args, &tls).await {
+                Some(send) => {
+                    counters.connections_opened.fetch_add(1, Ordering::Relaxed);
+                    // Ready fails once the connection is gone.
+                    let closed = async {
+                        let mut s = send;
+                        loop {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            match s.ready().await {
+                                Ok(again) => s = again,
+                                Err(_) => return,
+                            }
+                        }
+                    };
+                    let _ = tokio::time::timeout_at(end, closed).await;
+                }
+                None => {
+                    counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// Part of a request head (HTTP on the health port, else a TLS record header on the
+    /// gRPC port), then nothing; reconnect when closed.
+    async fn slow_header_connection(args: Arc<Args>, counters: Arc<Counters>, end: Instant) {
+        let (addr, partial): (&str, &[u8]) = match &args.healthz_addr {
+            Some(h) => (
+                h.as_str(),
+                &b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "[..],
+            ),
+            None => (
+                args.addr.as_str(),
+                &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01][..],
+            ),
+        };
+        while Instant::now() < end {
+            let Ok(mut tcp) = TcpStream::connect(addr).await else {
+                counters.connections_refused.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            };
+            counters.connections_opened.fetch_add(1, Ordering::Relaxed);
+            if tcp.write_all(partial).await.is_err() {
+                continue;
+            }
+            let mut buf = [0u8; 256];
+            let wait = async {
+                use tokio::io::AsyncReadExt;
+                while let Ok(n) = tcp.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout_at(end, wait).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn run(args: Arc<Args>, tls: TlsConnector, end: Instant) -> Stats {
+        let counters = Arc::new(Counters::default());
+        let mut tasks = Vec::new();
+        for _ in 0..args.flood_connections {
+            tasks.push(tokio::spawn(stalled_connection(
+                args.clone(),
+                tls.clone(),
+                counters.clone(),
+                end,
+            )));
+        }
+        for _ in 0..args.idle_connections {
+            tasks.push(tokio::spawn(idle_connection(
+                args.clone(),
+                tls.clone(),
+                counters.clone(),
+                end,
+            )));
+        }
+        for _ in 0..args.slow_header_connections {
+            tasks.push(tokio::spawn(slow_header_connection(
+                args.clone(),
+                counters.clone(),
+                end,
+            )));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        Stats {
+            streams_opened: counters.streams_opened.load(Ordering::Relaxed),
+            streams_answered: counters.streams_answered.load(Ordering::Relaxed),
+            connections_opened: counters.connections_opened.load(Ordering::Relaxed),
+            connections_refused: counters.connections_refused.load(Ordering::Relaxed),
+        }
     }
 }
