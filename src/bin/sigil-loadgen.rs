@@ -235,9 +235,10 @@ impl ServerCertVerifier for SpiffeVerifier {
 }
 
 fn tls_connector(ca_pem: &[u8], expected: &str) -> Result<TlsConnector, String> {
-    let certs: Vec<CertificateDer<'static>> = rustls_pki_types::pem::PemObject::pem_slice_iter(ca_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("trust anchors: {e}"))?;
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pki_types::pem::PemObject::pem_slice_iter(ca_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("trust anchors: {e}"))?;
     if certs.is_empty() {
         return Err("trust anchors: no certificate".into());
     }
@@ -410,7 +411,10 @@ async fn probe(args: Args) {
         let attempt = async {
             let conn = match args.target {
                 Target::Grpc => {
-                    let ca_path = args.ca.as_ref().ok_or("--ca is required for --target grpc")?;
+                    let ca_path = args
+                        .ca
+                        .as_ref()
+                        .ok_or("--ca is required for --target grpc")?;
                     let ca = std::fs::read(ca_path).map_err(|e| format!("read --ca: {e}"))?;
                     connect(&args, &Some(grpc_endpoint(&args, &ca)?)).await?
                 }
@@ -430,7 +434,10 @@ async fn probe(args: Args) {
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    println!("{} first_sign_ms=never tries={tries} last_error={last:?}", args.label);
+    println!(
+        "{} first_sign_ms=never tries={tries} last_error={last:?}",
+        args.label
+    );
     std::process::exit(1);
 }
 
@@ -482,7 +489,10 @@ async fn run(args: Args) {
     let flood_started = Instant::now();
     let flood = if args.flood_connections + args.idle_connections + args.slow_header_connections > 0
     {
-        let tls = flood::tls_connector(args.ca.as_deref().expect("--ca is required"));
+        let tls = flood::tls_connector(
+            args.ca.as_deref().expect("--ca is required"),
+            &args.server_id,
+        );
         let end = tokio::time::Instant::now() + Duration::from_secs(args.flood_seconds);
         let f = tokio::spawn(flood::run(args.clone(), tls, end));
         // Let the flood build up before the legitimate requests start.
@@ -573,7 +583,11 @@ async fn run(args: Args) {
         // core, the client, not the server, limits requests/s.
         line.push_str(&format!(
             " client_cpu_ms_per_req={:.3}",
-            if ok > 0 { (a.0 - b.0) * 1000.0 / ok as f64 } else { 0.0 }
+            if ok > 0 {
+                (a.0 - b.0) * 1000.0 / ok as f64
+            } else {
+                0.0
+            }
         ));
     }
     if let Some(flood) = flood {
@@ -613,8 +627,7 @@ mod flood {
     use std::time::Duration;
 
     use hyper::body::Bytes;
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, ServerName};
+    use rustls_pki_types::ServerName;
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpStream;
     use tokio::time::Instant;
@@ -638,26 +651,15 @@ mod flood {
         connections_refused: AtomicUsize,
     }
 
-    pub fn tls_connector(ca: &std::path::Path) -> TlsConnector {
+    /// The same server check as the load (the SPIFFE ID against the anchors), with h2 ALPN.
+    pub fn tls_connector(ca: &std::path::Path, server_id: &str) -> TlsConnector {
         let pem = std::fs::read(ca).expect("read --ca");
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            roots.add(cert.expect("PEM")).expect("trust anchor");
-        }
-        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        cfg.alpn_protocols = vec![b"h2".to_vec()];
-        TlsConnector::from(Arc::new(cfg))
+        super::tls_connector(&pem, server_id).expect("trust anchors")
     }
 
     async fn h2_connect(args: &Args, tls: &TlsConnector) -> Option<h2::client::SendRequest<Bytes>> {
         let tcp = TcpStream::connect(&args.addr).await.ok()?;
-        let name = ServerName::try_from(args.server_name.clone()).ok()?;
+        let name = ServerName::try_from("dapr-sentry").ok()?;
         let io = tokio::time::timeout(Duration::from_secs(5), tls.connect(name, tcp))
             .await
             .ok()?
@@ -672,7 +674,7 @@ mod flood {
             .method("POST")
             .uri(format!(
                 "https://{}/dapr.proto.sentry.v1.CA/SignCertificate",
-                args.server_name
+                args.addr
             ))
             .header("content-type", "application/grpc")
             .header("te", "trailers")
