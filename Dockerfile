@@ -15,6 +15,9 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 # manager). Its `nonroot` user is 65532, which the Helm chart also sets.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/sigil /usr/local/bin/sigil
+# Dapr's chart runs `command: ["/sentry"]` with Sentry's flags: the same binary under that
+# name takes them as `sigil serve` does, so the image drops into Dapr's chart unchanged.
+COPY --from=build /out/sigil /sentry
 USER 65532:65532
 # gRPC (dapr-sentry), /healthz, metrics.
 EXPOSE 50001 8080 9090
