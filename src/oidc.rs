@@ -156,7 +156,7 @@ impl OidcHandler {
             },
             None => host_name,
         };
-        if !allowed.is_empty() && !wildcard && !allowed.iter().any(|a| *a == name) {
+        if !allowed.is_empty() && !wildcard && !allowed.contains(&name) {
             tracing::debug!(host = %name, "OIDC request for a host that is not allowed");
             return text(StatusCode::FORBIDDEN, "forbidden: host not allowed");
         }
