@@ -107,22 +107,9 @@ async fn the_stream_limit_is_advertised() {
         7,
         "SETTINGS_MAX_CONCURRENT_STREAMS as the client sees it"
     );
-    // A client that opens more than the limit: h2 holds back what the SETTINGS forbid, and
-    // the connection stays usable.
-    let mut streams = Vec::new();
-    for _ in 0..10 {
-        let ready = std::future::poll_fn(|cx| send.poll_ready(cx));
-        tokio::time::timeout(Duration::from_secs(2), ready)
-            .await
-            .expect("ready")
-            .expect("connection");
-        let (resp, mut body) = send
-            .send_request(grpc_request(SIGN), false)
-            .expect("stream");
-        let _ = body.send_data(partial_message(100, 10), false);
-        streams.push((resp, body));
-    }
-    drop(streams);
+    // What a client does beyond the limit is the client's h2 (it queues); the server's part
+    // is the advertised setting checked above.
+    drop(send);
     server.shutdown().await.expect("shutdown");
 }
 
