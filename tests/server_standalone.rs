@@ -121,7 +121,7 @@ async fn refusals_carry_daprs_codes_and_issue_nothing() {
             "garbage csr",
             harness::request("app", "ns", "garbage"),
             tonic::Code::InvalidArgument,
-            "CSR",
+            "invalid certificate signing request",
         ),
         (
             "kubernetes validator",
