@@ -51,23 +51,51 @@ impl ServingIdentity {
 /// A certificate with its validity window.
 #[derive(Debug, Clone)]
 pub struct Issued {
-    /// What rustls serves.
+    /// What rustls serves: Ed25519, as Dapr Sentry (daprd and Dapr's suite expect it).
     pub key: Arc<CertifiedKey>,
+    /// The same identity with a P-256 key, for clients that do not offer Ed25519 signatures
+    /// (BoringSSL, so gRPC's C core and its Python and C++ clients).
+    pub fallback: Arc<CertifiedKey>,
     /// Start of validity.
     pub not_before: OffsetDateTime,
     /// End of validity.
     pub not_after: OffsetDateTime,
 }
 
-/// Issues a serving certificate with a fresh Ed25519 key, as Dapr Sentry does (daprd and
-/// Dapr's tests expect it; it is also the cheapest handshake signature).
+/// Issues the serving certificate twice: with a fresh Ed25519 key
+/// (Dapr Sentry's choice; also the cheapest handshake signature) and with a fresh P-256 key
+/// for clients that cannot verify Ed25519. Both carry the same identity and window.
 pub fn issue(
     authority: &Authority,
     identity: &ServingIdentity,
     policy: &sigil_pki::IssuePolicy,
     now: OffsetDateTime,
 ) -> Result<Issued, Error> {
-    let key = KeyPair::generate_for(&rcgen::PKCS_ED25519)
+    let (key, not_before, not_after) =
+        issue_with(authority, identity, policy, now, &rcgen::PKCS_ED25519)?;
+    let (fallback, _, _) = issue_with(
+        authority,
+        identity,
+        policy,
+        now,
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+    )?;
+    Ok(Issued {
+        key,
+        fallback,
+        not_before,
+        not_after,
+    })
+}
+
+fn issue_with(
+    authority: &Authority,
+    identity: &ServingIdentity,
+    policy: &sigil_pki::IssuePolicy,
+    now: OffsetDateTime,
+    alg: &'static rcgen::SignatureAlgorithm,
+) -> Result<(Arc<CertifiedKey>, OffsetDateTime, OffsetDateTime), Error> {
+    let key = KeyPair::generate_for(alg)
         .map_err(|e| Error::Signing(sigil_pki::Error::Signing(e.to_string())))?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
@@ -92,11 +120,11 @@ pub fn issue(
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
     let signing_key = rustls::crypto::ring::sign::any_supported_type(&key_der)
         .map_err(|e| Error::Signing(sigil_pki::Error::Signing(e.to_string())))?;
-    Ok(Issued {
-        key: Arc::new(CertifiedKey::new(chain, signing_key)),
-        not_before: leaf.not_before,
-        not_after: leaf.not_after,
-    })
+    Ok((
+        Arc::new(CertifiedKey::new(chain, signing_key)),
+        leaf.not_before,
+        leaf.not_after,
+    ))
 }
 
 /// The rustls resolver: always the current serving certificate.
@@ -127,14 +155,16 @@ impl ServingCert {
 }
 
 impl ResolvesServerCert for ServingCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .key
-                .clone(),
-        )
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        let ed25519 = hello
+            .signature_schemes()
+            .contains(&rustls::SignatureScheme::ED25519);
+        Some(if ed25519 {
+            current.key.clone()
+        } else {
+            current.fallback.clone()
+        })
     }
 }
 
