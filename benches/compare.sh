@@ -100,11 +100,13 @@ start_ca() {
   sigil)
     env -u NAMESPACE "${PIN_SERVER[@]}" "$S" serve --config "$CFG" --issuer-credentials "$dir" \
       --listen-address 127.0.0.1 --port "$port" --healthz-listen-address 127.0.0.1 --healthz-port "$hport" \
-      --metrics-listen-address 127.0.0.1 --metrics-port "$mport" --log-level warn "$@" >"$dir.log" 2>&1 & ;;
+      --metrics-listen-address 127.0.0.1 --metrics-port "$mport" --log-level warn \
+      --peer-rate-limit=0 --identity-rate-limit=0 "$@" >"$dir.log" 2>&1 & ;;
   sentry)
     env -u NAMESPACE "${PIN_SERVER[@]}" "$SENTRY_BIN" --config "$CFG" --issuer-credentials "$dir" \
       --listen-address 127.0.0.1 --port "$port" --healthz-listen-address 127.0.0.1 --healthz-port "$hport" \
-      --metrics-listen-address 127.0.0.1 --metrics-port "$mport" --log-level warn "$@" >"$dir.log" 2>&1 & ;;
+      --metrics-listen-address 127.0.0.1 --metrics-port "$mport" --log-level warn \
+      --peer-rate-limit=0 --identity-rate-limit=0 "$@" >"$dir.log" 2>&1 & ;;
   esac
   CA_PID=$!; pids+=("$CA_PID"); CA_PORT=$port
   "${PIN_CLIENT[@]}" "$L" --probe --since-ns "$t0" --max-seconds 20 --addr "127.0.0.1:$port" --ca "$dir/ca.crt" \

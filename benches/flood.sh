@@ -28,8 +28,9 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 port=$(free_port); hport=$(free_port); mport=$(free_port)
 "$S" ca init --out "$work/ca" --trust-domain localhost >/dev/null
+# Rate limits off: every legitimate request comes from one loopback address.
 "$S" serve --issuer-credentials "$work/ca" --port "$port" --healthz-port "$hport" --metrics-port "$mport" \
-  --config /nonexistent --log-level error 2>"$work/server.log" &
+  --config /nonexistent --log-level error --peer-rate-limit=0 --identity-rate-limit=0 2>"$work/server.log" &
 pid=$!
 for _ in $(seq 1 500); do curl -sf "http://127.0.0.1:$hport/healthz" >/dev/null && break; sleep 0.01; done
 # A few requests first, so that "before" is a warmed-up server.

@@ -1,6 +1,7 @@
 //! The gRPC service `dapr.proto.sentry.v1.CA`: request -> validator -> CSR checks -> issue ->
 //! response, in Dapr's order and with Dapr's status codes (see [`crate::Error::code`]).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,9 @@ use tonic::{Request, Response, Status};
 
 use crate::jwt::{IssuedJwts, JwtState};
 use crate::observe::{Metrics, ReasonLabel, RequestLabels};
+use crate::rate_limit::Limiter;
 use crate::rotation::CaState;
+use crate::validator::admit::Admission;
 use crate::validator::{Claims, Identity, Validators};
 use crate::Error;
 
@@ -31,6 +34,8 @@ pub struct CaService {
     pub clock: Arc<dyn Clock>,
     /// Control-plane namespace (for the control-plane DNS names).
     pub control_plane_namespace: Namespace,
+    /// Rules every proven identity must pass.
+    pub admission: Admission,
     /// Cluster DNS domain.
     pub cluster_domain: String,
     /// Bounds the requests processed at once.
@@ -39,6 +44,10 @@ pub struct CaService {
     pub queue_timeout: Duration,
     /// JWT-SVID issuance, when enabled.
     pub jwt: Option<Arc<JwtState>>,
+    /// Requests per caller address, checked before any work.
+    pub peer_limit: Limiter<IpAddr>,
+    /// Requests per proven identity (trust domain, namespace, app id), checked before signing.
+    pub identity_limit: Limiter<String>,
 }
 
 /// What a successful request produced.
@@ -49,14 +58,14 @@ struct Signed {
     jwts: Option<IssuedJwts>,
 }
 
-/// DNS SANs Dapr gives its own control-plane services, when they ask from the control-plane
-/// namespace.
+/// DNS SANs Dapr gives its own control-plane services: only to a caller proven to be that
+/// service ([`Identity::control_plane`]), in the control-plane namespace.
 pub fn control_plane_dns_names(
     identity: &Identity,
     control_plane_ns: &Namespace,
     cluster_domain: &str,
 ) -> Vec<String> {
-    if &identity.namespace != control_plane_ns {
+    if !identity.control_plane || &identity.namespace != control_plane_ns {
         return Vec::new();
     }
     let ns = control_plane_ns.as_str();
@@ -92,6 +101,19 @@ impl CaService {
             csr_present: !req.certificate_signing_request.is_empty(),
         };
         let identity = validator.validate(&claims).await?;
+        self.admission.admit(validator.kind(), &identity)?;
+        let key = format!(
+            "{}/{}/{}",
+            identity.trust_domain, identity.namespace, identity.app_id
+        );
+        if let Err(wait) = self.identity_limit.check(&key, Instant::now()) {
+            return Err(Error::RateLimited(format!(
+                "too many signing requests for {}/{}; retry in {}s",
+                identity.namespace,
+                identity.app_id,
+                wait.as_secs().max(1)
+            )));
+        }
         let csr = ValidatedCsr::parse(&req.certificate_signing_request).map_err(Error::Csr)?;
         let id = SpiffeId::workload(
             &identity.trust_domain,
@@ -137,18 +159,26 @@ impl Ca for CaService {
     ) -> Result<Response<SignCertificateResponse>, Status> {
         let started = Instant::now();
         self.metrics.sign_received.inc();
-        let peer = request
-            .remote_addr()
+        let remote = request.remote_addr();
+        let peer = remote
             .map(|a| a.to_string())
             .unwrap_or_else(|| "unknown".into());
         let req = request.into_inner();
         let mut validator_name = "none";
 
-        let result = match tokio::time::timeout(self.queue_timeout, self.limiter.acquire()).await {
-            Ok(Ok(_permit)) => self.sign(&req, &mut validator_name).await,
-            _ => Err(Error::NotReady(
-                "too many signing requests in flight; retry".into(),
-            )),
+        let over_limit = remote.and_then(|a| self.peer_limit.check(&a.ip(), started).err());
+        let result = match over_limit {
+            Some(wait) => Err(Error::RateLimited(format!(
+                "too many signing requests from {}; retry in {}s",
+                remote.map(|a| a.ip().to_string()).unwrap_or_default(),
+                wait.as_secs().max(1)
+            ))),
+            None => match tokio::time::timeout(self.queue_timeout, self.limiter.acquire()).await {
+                Ok(Ok(_permit)) => self.sign(&req, &mut validator_name).await,
+                _ => Err(Error::NotReady(
+                    "too many signing requests in flight; retry".into(),
+                )),
+            },
         };
 
         let code = match &result {
@@ -241,6 +271,7 @@ mod tests {
             app_id: app.parse().unwrap(),
             authenticated_as: String::new(),
             container_images_json: None,
+            control_plane: true,
         }
     }
 

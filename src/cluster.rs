@@ -50,7 +50,9 @@ pub enum ApiFailure {
     NotFound,
     /// 409 (create of an existing object, or a stale `resourceVersion`).
     Conflict,
-    /// Anything else: unreachable, timed out, 5xx, forbidden. The message is for logs.
+    /// 403: the service account lacks a grant. The message is for logs.
+    Forbidden(String),
+    /// Anything else: unreachable, timed out, 5xx. The message is for logs.
     Other(String),
 }
 
@@ -62,6 +64,10 @@ impl ApiFailure {
             kube::Error::Api(status) if status.code == 409 || status.is_conflict() => {
                 ApiFailure::Conflict
             }
+            kube::Error::Api(status) if status.code == 403 => ApiFailure::Forbidden(format!(
+                "API server answered {} {}: {}",
+                status.code, status.reason, status.message
+            )),
             kube::Error::Api(status) => ApiFailure::Other(format!(
                 "API server answered {} {}: {}",
                 status.code, status.reason, status.message
@@ -89,7 +95,7 @@ impl ApiFailure {
         match self {
             ApiFailure::NotFound => "not found".into(),
             ApiFailure::Conflict => "conflict".into(),
-            ApiFailure::Other(m) => m.clone(),
+            ApiFailure::Forbidden(m) | ApiFailure::Other(m) => m.clone(),
         }
     }
 
@@ -98,7 +104,9 @@ impl ApiFailure {
         match self {
             ApiFailure::NotFound => Error::Unavailable(format!("{what}: not found")),
             ApiFailure::Conflict => Error::Unavailable(format!("{what}: conflict")),
-            ApiFailure::Other(m) => Error::Unavailable(format!("{what}: {m}")),
+            ApiFailure::Forbidden(m) | ApiFailure::Other(m) => {
+                Error::Unavailable(format!("{what}: {m}"))
+            }
         }
     }
 }
@@ -165,7 +173,7 @@ pub async fn read_dapr_configuration(
         Err(e) => Err(Error::Config(format!(
             "cannot read Configuration {namespace}/{name}: {}",
             match e {
-                ApiFailure::Other(m) => m,
+                ApiFailure::Forbidden(m) | ApiFailure::Other(m) => m,
                 other => format!("{other:?}"),
             }
         ))),

@@ -26,6 +26,24 @@ pub enum Mode {
     Kubernetes,
 }
 
+/// A rate-limit flag pair: zero turns the limit off.
+fn rate(flag: &str, per_second: f64, burst: u32) -> Result<Option<crate::rate_limit::Rate>, Error> {
+    if !per_second.is_finite() || per_second < 0.0 {
+        return Err(Error::Config(format!(
+            "{flag} must be a number of requests per second, 0 or more"
+        )));
+    }
+    if per_second == 0.0 {
+        return Ok(None);
+    }
+    if burst == 0 {
+        return Err(Error::Config(format!(
+            "{flag} needs a burst of at least 1 (its -burst flag)"
+        )));
+    }
+    Ok(Some(crate::rate_limit::Rate { per_second, burst }))
+}
+
 /// A boolean flag value as Go's `flag` package reads it (`1`, `t`, `T`, `TRUE`, `true`,
 /// `True`, and the same for false), so Dapr's `--enable-metrics`, `--enable-metrics=false` and
 /// `--jwt-enabled=true` all work as they do for Sentry.
@@ -250,6 +268,31 @@ pub struct ServeArgs {
     /// does. Only for an API server whose token authenticator is not audience-aware.
     #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, action = clap::ArgAction::Set)]
     pub token_review_audiences_optional: bool,
+    /// Sigil: let the watcher swap in CA material whose trust anchors share no root with the
+    /// ones in force. Off by default: such a swap breaks mTLS between every workload holding
+    /// a certificate from the old root and every one holding a new certificate. A root
+    /// rotation that keeps the old root in `ca.crt` next to the new one is always accepted.
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, action = clap::ArgAction::Set)]
+    pub allow_ca_root_replacement: bool,
+    /// Sigil: let callers proven by a JWKS get identities in the control-plane namespace
+    /// (never Dapr's control-plane identities, which a JWT cannot prove).
+    #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, action = clap::ArgAction::Set)]
+    pub jwks_allow_control_plane_namespace: bool,
+    /// Sigil: signing requests one client address may send per second, sustained (0 turns
+    /// the limit off). Over it: RESOURCE_EXHAUSTED with the time to wait.
+    #[arg(long, default_value_t = 20.0)]
+    pub peer_rate_limit: f64,
+    /// Sigil: requests one client address may send at once before its rate applies.
+    #[arg(long, default_value_t = 200)]
+    pub peer_rate_burst: u32,
+    /// Sigil: signing requests per second for one proven identity (trust domain, namespace,
+    /// app id), sustained; all replicas of an app share it (0 turns it off).
+    #[arg(long, default_value_t = 50.0)]
+    pub identity_rate_limit: f64,
+    /// Sigil: requests one identity may send at once before its rate applies (a mass
+    /// restart of an app's replicas is such a burst).
+    #[arg(long, default_value_t = 2000)]
+    pub identity_rate_burst: u32,
     /// Sigil: most connections open at once on the gRPC port (and on the OIDC port); more
     /// are closed as soon as they are accepted.
     #[arg(long, default_value_t = 512)]
@@ -396,6 +439,14 @@ pub struct Config {
     pub pod_lookup: PodLookup,
     /// A TokenReview may confirm no audiences.
     pub token_review_audiences_optional: bool,
+    /// The watcher may swap in CA material with unrelated roots.
+    pub allow_ca_root_replacement: bool,
+    /// JWKS-proven callers may get control-plane-namespace identities.
+    pub jwks_allow_control_plane_namespace: bool,
+    /// Rate limit per client address (`None`: off).
+    pub peer_rate: Option<crate::rate_limit::Rate>,
+    /// Rate limit per proven identity (`None`: off).
+    pub identity_rate: Option<crate::rate_limit::Rate>,
     /// Connection cap of the gRPC and OIDC listeners.
     pub max_connections: usize,
     /// Streams per gRPC connection.
@@ -677,6 +728,18 @@ impl ServeArgs {
             reload_interval: self.reload_interval,
             pod_lookup: self.pod_lookup,
             token_review_audiences_optional: self.token_review_audiences_optional,
+            allow_ca_root_replacement: self.allow_ca_root_replacement,
+            jwks_allow_control_plane_namespace: self.jwks_allow_control_plane_namespace,
+            peer_rate: rate(
+                "--peer-rate-limit",
+                self.peer_rate_limit,
+                self.peer_rate_burst,
+            )?,
+            identity_rate: rate(
+                "--identity-rate-limit",
+                self.identity_rate_limit,
+                self.identity_rate_burst,
+            )?,
             max_connections: self.max_connections,
             max_concurrent_streams: self.max_concurrent_streams,
             header_timeout: self.header_timeout,

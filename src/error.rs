@@ -31,6 +31,9 @@ pub enum Error {
     /// Signing a JWT-SVID failed.
     #[error("failed to generate JWT: {0}")]
     JwtSigning(sigil_pki::Error),
+    /// The caller (by address or by proven identity) sent more requests than its rate limit.
+    #[error("rate limit: {0}")]
+    RateLimited(String),
     /// The server is shutting down or not ready.
     #[error("server not ready: {0}")]
     NotReady(String),
@@ -49,6 +52,10 @@ pub enum Error {
     /// Invalid configuration, found at start.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The store was emptied, wholly or partly, after CA material had existed in it.
+    /// Generating a new root over it would break mTLS for every workload, so Sigil refuses.
+    #[error("CA material lost: {0}")]
+    CaMaterialLost(String),
     /// The credential store refused or failed.
     #[error("credential store: {0}")]
     Store(String),
@@ -72,11 +79,13 @@ impl Error {
             | Error::JwtAudiences(_) => Code::InvalidArgument,
             Error::Denied(_) => Code::PermissionDenied,
             Error::Unavailable(_) | Error::NotReady(_) => Code::Unavailable,
+            Error::RateLimited(_) => Code::ResourceExhausted,
             Error::Signing(_)
             | Error::JwtSigning(_)
             | Error::Ca(_)
             | Error::Io { .. }
             | Error::Config(_)
+            | Error::CaMaterialLost(_)
             | Error::Store(_) => Code::Internal,
         }
     }
@@ -93,9 +102,14 @@ impl Error {
             Error::Signing(sigil_pki::Error::IssuerNotValidNow(_)) => "issuer_not_valid",
             Error::Signing(_) => "signing_failed",
             Error::NotReady(_) => "not_ready",
+            Error::RateLimited(_) => "rate_limited",
             Error::JwtAudiences(_) => "jwt_audiences_invalid",
             Error::JwtSigning(_) => "jwt_signing_failed",
-            Error::Ca(_) | Error::Io { .. } | Error::Config(_) | Error::Store(_) => "internal",
+            Error::Ca(_)
+            | Error::Io { .. }
+            | Error::Config(_)
+            | Error::CaMaterialLost(_)
+            | Error::Store(_) => "internal",
         }
     }
 }

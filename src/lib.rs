@@ -19,6 +19,7 @@
 //! - [`listener`]: the accept side of every listener (gRPC, health, metrics, OIDC): accept
 //!   loop with back-off, connection caps, handshake/header/idle deadlines, and the gRPC
 //!   request byte budget ([`listener::budget`]).
+//! - [`rate_limit`]: per-caller token buckets (by address, by proven identity).
 //! - [`server`]: wiring and graceful shutdown.
 //!
 //! Errors are one enum ([`Error`]); its [`Error::code`] is the single place where failures
@@ -34,6 +35,7 @@ pub mod jwt;
 pub mod listener;
 pub mod observe;
 pub mod oidc;
+pub mod rate_limit;
 pub mod rotation;
 pub mod server;
 pub mod serving_cert;

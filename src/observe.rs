@@ -86,6 +86,15 @@ pub struct Metrics {
     pub jwks_keys: Gauge,
     /// sigil_grpc_request_buffer_bytes: bytes of the request byte budget in use
     pub request_buffer_bytes: Gauge,
+    /// sigil_ca_material_lost_total: times the store was found emptied (wholly or partly)
+    /// after CA material had existed; no new CA is generated over it
+    pub ca_material_lost: Counter,
+    /// sigil_ca_root_replacement_refused_total: changed CA material whose roots share none
+    /// with the ones in force, kept out of service
+    pub ca_root_replacement_refused: Counter,
+    /// sigil_trust_bundle_mirror_failures_total: failed writes of the public ConfigMap copy
+    /// of the trust anchors or JWKS
+    pub trust_bundle_mirror_failures: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -121,6 +130,9 @@ impl Metrics {
         let jwt_key_problems = Counter::default();
         let jwks_keys = Gauge::default();
         let request_buffer_bytes = Gauge::default();
+        let ca_material_lost = Counter::default();
+        let ca_root_replacement_refused = Counter::default();
+        let trust_bundle_mirror_failures = Counter::default();
         registry.register(
             "dapr_sentry_cert_sign_request_received",
             "Certificate signing requests received",
@@ -206,6 +218,21 @@ impl Metrics {
             "Bytes of the gRPC request byte budget held by requests not yet answered",
             request_buffer_bytes.clone(),
         );
+        registry.register(
+            "sigil_ca_material_lost",
+            "Times the CA store was found emptied after CA material had existed (no new CA is generated over it)",
+            ca_material_lost.clone(),
+        );
+        registry.register(
+            "sigil_ca_root_replacement_refused",
+            "Changed CA material refused because its roots share none with the roots in force",
+            ca_root_replacement_refused.clone(),
+        );
+        registry.register(
+            "sigil_trust_bundle_mirror_failures",
+            "Failed writes of the public ConfigMap copy of the trust anchors or JWKS",
+            trust_bundle_mirror_failures.clone(),
+        );
         Self {
             registry,
             sign_received,
@@ -225,6 +252,9 @@ impl Metrics {
             jwt_key_problems,
             jwks_keys,
             request_buffer_bytes,
+            ca_material_lost,
+            ca_root_replacement_refused,
+            trust_bundle_mirror_failures,
         }
     }
 

@@ -6,6 +6,13 @@
 //! poll (a debounce, so half-written files are not loaded), then it is checked with every
 //! PKI check. Good material is swapped in; bad material is logged and counted, the last
 //! good CA keeps serving, and the next change is tried again.
+//!
+//! Two changes are never taken on their own, because each would break mTLS cluster-wide:
+//! material whose trust anchors share no root with the ones in force (unless the operator
+//! allows it; a root rotation keeps the old root next to the new one), and a store that was
+//! emptied. For an empty store the watcher writes its material back, with the store's
+//! create-if-absent rule, so that a replica starting next finds the CA instead of making a
+//! new root.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -15,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::observe::Metrics;
 use crate::store::CredentialStore;
+use crate::Error;
 
 /// SHA-256 over the three files, to notice changes.
 pub fn fingerprint(files: &CaFiles) -> [u8; 32] {
@@ -36,6 +44,8 @@ pub fn fingerprint(files: &CaFiles) -> [u8; 32] {
 #[derive(Debug)]
 pub struct CaState {
     current: RwLock<Arc<Authority>>,
+    // The files behind `current`, to put back into an emptied store.
+    files: RwLock<CaFiles>,
     fingerprint: RwLock<[u8; 32]>,
     generation: watch::Sender<u64>,
 }
@@ -45,6 +55,7 @@ impl CaState {
     pub fn new(authority: Authority, files: &CaFiles) -> Self {
         Self {
             current: RwLock::new(Arc::new(authority)),
+            files: RwLock::new(files.clone()),
             fingerprint: RwLock::new(fingerprint(files)),
             generation: watch::Sender::new(0),
         }
@@ -58,6 +69,11 @@ impl CaState {
             .clone()
     }
 
+    /// The files behind the current CA.
+    pub fn current_files(&self) -> CaFiles {
+        self.files.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Fingerprint of the files behind the current CA.
     pub fn current_fingerprint(&self) -> [u8; 32] {
         *self.fingerprint.read().unwrap_or_else(|e| e.into_inner())
@@ -66,6 +82,7 @@ impl CaState {
     /// Replaces the CA; subscribers are told.
     pub fn replace(&self, authority: Authority, files: &CaFiles) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(authority);
+        *self.files.write().unwrap_or_else(|e| e.into_inner()) = files.clone();
         *self.fingerprint.write().unwrap_or_else(|e| e.into_inner()) = fingerprint(files);
         self.generation.send_modify(|g| *g += 1);
     }
@@ -85,8 +102,11 @@ pub enum PollOutcome {
     Settling,
     /// New material was loaded.
     Reloaded,
-    /// New material failed its checks; the old CA keeps serving.
+    /// New material failed its checks, or its roots are unrelated to the ones in force;
+    /// the old CA keeps serving.
     Rejected(String),
+    /// The store was found empty; the material in force was written back.
+    Restored,
     /// The store could not be read or is empty; the old CA keeps serving.
     StoreProblem(String),
 }
@@ -96,6 +116,9 @@ pub enum PollOutcome {
 pub struct Watcher {
     pending: Option<[u8; 32]>,
     rejected: Option<[u8; 32]>,
+    allow_root_replacement: bool,
+    // Whether the last poll found the store emptied (counted once per episode).
+    lost: bool,
 }
 
 impl Default for Watcher {
@@ -105,11 +128,45 @@ impl Default for Watcher {
 }
 
 impl Watcher {
-    /// A watcher with no change pending.
+    /// A watcher with no change pending, that refuses unrelated roots.
     pub fn new() -> Self {
         Self {
             pending: None,
             rejected: None,
+            allow_root_replacement: false,
+            lost: false,
+        }
+    }
+
+    /// Lets material with unrelated roots replace the CA in force
+    /// (`--allow-ca-root-replacement`).
+    pub fn allowing_root_replacement(mut self, allow: bool) -> Self {
+        self.allow_root_replacement = allow;
+        self
+    }
+
+    /// The store is empty, or emptied after holding a CA: put the material in force back
+    /// (create-if-absent, so a concurrent writer wins) and keep serving.
+    async fn restore(
+        &mut self,
+        store: &dyn CredentialStore,
+        state: &CaState,
+        metrics: &Metrics,
+        why: String,
+    ) -> PollOutcome {
+        if !self.lost {
+            metrics.ca_material_lost.inc();
+            self.lost = true;
+        }
+        match store.store_if_absent(&state.current_files()).await {
+            Ok(_) => {
+                tracing::error!(store = %store.describe(), problem = %why, "the CA store was emptied; wrote the CA in force back into it (nothing was regenerated)");
+                self.lost = false;
+                PollOutcome::Restored
+            }
+            Err(e) => PollOutcome::StoreProblem(format!(
+                "{why}; writing the CA in force back failed: {e}"
+            )),
         }
     }
 
@@ -124,10 +181,21 @@ impl Watcher {
         let files = match store.load().await {
             Ok(Some(f)) => f,
             Ok(None) => {
-                return PollOutcome::StoreProblem("CA material disappeared from the store".into())
+                return self
+                    .restore(
+                        store,
+                        state,
+                        metrics,
+                        "CA material disappeared from the store".into(),
+                    )
+                    .await
+            }
+            Err(e @ Error::CaMaterialLost(_)) => {
+                return self.restore(store, state, metrics, e.to_string()).await
             }
             Err(e) => return PollOutcome::StoreProblem(e.to_string()),
         };
+        self.lost = false;
         let fp = fingerprint(&files);
         if fp == state.current_fingerprint() || Some(fp) == self.rejected {
             self.pending = None;
@@ -140,6 +208,19 @@ impl Watcher {
         self.pending = None;
         let now = clock.now();
         match Authority::load(&files, now) {
+            Ok(authority)
+                if !self.allow_root_replacement
+                    && !shares_a_root(&authority, &state.current()) =>
+            {
+                metrics.ca_root_replacement_refused.inc();
+                metrics.reload_failures.inc();
+                tracing::error!(
+                    issuer = authority.issuer_subject(),
+                    "changed CA material has trust anchors that share no root with the ones in force; swapping it in would break mTLS between every workload and its peers, so the previous CA keeps serving. To rotate the root, put the new root next to the old one in ca.crt first; to replace it anyway, restart Sigil (the store is read as it is at start) or pass --allow-ca-root-replacement"
+                );
+                self.rejected = Some(fp);
+                PollOutcome::Rejected("trust anchors share no root with the ones in force".into())
+            }
             Ok(authority) => {
                 for w in authority.expiry_warnings(now) {
                     tracing::warn!(%w, "CA certificate expires soon");
@@ -166,8 +247,15 @@ impl Watcher {
     }
 }
 
-/// Runs [`Watcher::poll`] every `interval` until `shutdown` turns true.
+/// Whether the two CAs trust at least one root in common.
+fn shares_a_root(new: &Authority, current: &Authority) -> bool {
+    let current = current.trust_bundle().roots();
+    new.trust_bundle().roots().iter().any(|r| current.contains(r))
+}
+
+/// Runs `watcher`'s [`Watcher::poll`] every `interval` until `shutdown` turns true.
 pub async fn watch_store(
+    mut watcher: Watcher,
     store: Arc<dyn CredentialStore>,
     state: Arc<CaState>,
     clock: Arc<dyn Clock>,
@@ -175,7 +263,6 @@ pub async fn watch_store(
     interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut watcher = Watcher::new();
     let mut last_problem: Option<String> = None;
     loop {
         tokio::select! {
@@ -200,21 +287,119 @@ mod tests {
     use crate::store::file::{FileNames, FileStore};
     use sigil_pki::{CaParams, SystemClock};
 
+    fn params() -> CaParams {
+        CaParams::new("public".parse().unwrap(), "default".parse().unwrap())
+    }
+
     fn gen() -> CaFiles {
-        let p = CaParams::new("public".parse().unwrap(), "default".parse().unwrap());
-        Authority::generate(&p, time::OffsetDateTime::now_utc()).unwrap()
+        Authority::generate(&params(), time::OffsetDateTime::now_utc()).unwrap()
+    }
+
+    /// A CA, and a second one with a new issuer under the same root.
+    fn gen_with_next_issuer() -> (CaFiles, CaFiles) {
+        let now = time::OffsetDateTime::now_utc();
+        let (first, root_key) = Authority::generate_keeping_root(&params(), now).unwrap();
+        let root_key = sigil_pki::PrivateKey::from_pem(root_key.as_bytes()).unwrap();
+        let (issuer_crt, issuer_key) =
+            Authority::new_issuer(&first.ca_crt, &root_key, &params(), now).unwrap();
+        let next = CaFiles {
+            ca_crt: first.ca_crt.clone(),
+            issuer_crt,
+            issuer_key,
+        };
+        (first, next)
+    }
+
+    fn started(files: &CaFiles) -> CaState {
+        CaState::new(
+            Authority::load(files, time::OffsetDateTime::now_utc()).unwrap(),
+            files,
+        )
+    }
+
+    /// Two polls: the change settles, then is judged.
+    async fn poll_twice(w: &mut Watcher, store: &FileStore, state: &CaState, m: &Metrics) -> PollOutcome {
+        assert_eq!(w.poll(store, state, &SystemClock, m).await, PollOutcome::Settling);
+        w.poll(store, state, &SystemClock, m).await
+    }
+
+    #[tokio::test]
+    async fn unrelated_roots_are_not_swapped_in_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path(), FileNames::default());
+        let first = gen();
+        store.write_sync(&first).unwrap();
+        let state = started(&first);
+        let metrics = Metrics::new();
+        let mut w = Watcher::new();
+
+        let stranger = gen();
+        store.write_sync(&stranger).unwrap();
+        assert!(matches!(
+            poll_twice(&mut w, &store, &state, &metrics).await,
+            PollOutcome::Rejected(r) if r.contains("share no root")
+        ));
+        assert_eq!(state.current().anchors_pem().as_bytes(), &first.ca_crt[..]);
+        assert_eq!(metrics.ca_root_replacement_refused.get(), 1);
+        // Not retried while it stays the same.
+        assert_eq!(
+            w.poll(&store, &state, &SystemClock, &metrics).await,
+            PollOutcome::Unchanged
+        );
+
+        // A bundle with the old root next to the new one is a root rotation: accepted.
+        let mut rotation = stranger.clone();
+        rotation.ca_crt = [&stranger.ca_crt[..], &first.ca_crt[..]].concat();
+        store.write_sync(&rotation).unwrap();
+        assert_eq!(
+            poll_twice(&mut w, &store, &state, &metrics).await,
+            PollOutcome::Reloaded
+        );
+
+        // With the override, an unrelated root is taken.
+        let mut w = Watcher::new().allowing_root_replacement(true);
+        let third = gen();
+        store.write_sync(&third).unwrap();
+        assert_eq!(
+            poll_twice(&mut w, &store, &state, &metrics).await,
+            PollOutcome::Reloaded
+        );
+        assert_eq!(state.current().anchors_pem().as_bytes(), &third.ca_crt[..]);
+        assert_eq!(metrics.ca_root_replacement_refused.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_emptied_store_gets_the_ca_in_force_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path(), FileNames::default());
+        let first = gen();
+        store.write_sync(&first).unwrap();
+        let state = started(&first);
+        let metrics = Metrics::new();
+        let mut w = Watcher::new();
+        for p in [store.ca_path(), store.issuer_cert_path(), store.issuer_key_path()] {
+            std::fs::remove_file(p).unwrap();
+        }
+        assert_eq!(
+            w.poll(&store, &state, &SystemClock, &metrics).await,
+            PollOutcome::Restored
+        );
+        assert_eq!(metrics.ca_material_lost.get(), 1);
+        let back = store.load().await.unwrap().expect("restored");
+        assert_eq!(fingerprint(&back), fingerprint(&first));
+        assert_eq!(
+            w.poll(&store, &state, &SystemClock, &metrics).await,
+            PollOutcome::Unchanged
+        );
     }
 
     #[tokio::test]
     async fn reloads_after_settling_and_rejects_bad_material() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::new(dir.path(), FileNames::default());
-        let first = gen();
+        let (first, second) = gen_with_next_issuer();
         store.write_sync(&first).unwrap();
-        let state = CaState::new(
-            Authority::load(&first, time::OffsetDateTime::now_utc()).unwrap(),
-            &first,
-        );
+        let state = started(&first);
         let metrics = Metrics::new();
         let mut w = Watcher::new();
         let clock = SystemClock;
@@ -223,7 +408,6 @@ mod tests {
             PollOutcome::Unchanged
         );
 
-        let second = gen();
         store.write_sync(&second).unwrap();
         let rx = state.subscribe();
         assert_eq!(

@@ -49,6 +49,8 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Most callers (addresses, identities) whose rate-limit buckets are kept.
+const RATE_LIMIT_KEYS: usize = 16 * 1024;
 
 /// A running server, for `main` and for tests.
 pub struct RunningServer {
@@ -193,7 +195,8 @@ async fn kubernetes_parts(
 ) -> Result<Parts, Error> {
     let api_timeout = cluster::api_timeout(config.request_timeout);
     let client = cluster::connect(config.kubeconfig.as_deref(), api_timeout).await?;
-    let store = KubernetesStore::new(client.clone(), config.namespace.as_str(), api_timeout);
+    let store = KubernetesStore::new(client.clone(), config.namespace.as_str(), api_timeout)
+        .with_mirror_failures(metrics.trust_bundle_mirror_failures.clone());
     let kubernetes = KubernetesValidator::new(
         client.clone(),
         KubernetesOptions {
@@ -360,6 +363,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
     }
 
     tokio::spawn(rotation::watch_store(
+        rotation::Watcher::new().allowing_root_replacement(config.allow_ca_root_replacement),
         store.clone(),
         state.clone(),
         clock.clone(),
@@ -427,10 +431,16 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
         metrics: metrics.clone(),
         clock: clock.clone(),
         control_plane_namespace: config.namespace.clone(),
+        admission: crate::validator::admit::Admission {
+            control_plane_namespace: config.namespace.clone(),
+            jwks_in_control_plane_namespace: config.jwks_allow_control_plane_namespace,
+        },
         cluster_domain: config.cluster_domain.clone(),
         limiter: Arc::new(Semaphore::new(config.max_concurrent_requests)),
         queue_timeout: config.request_timeout,
         jwt: jwt.as_ref().map(|(_, state)| state.clone()),
+        peer_limit: crate::rate_limit::Limiter::new(config.peer_rate, RATE_LIMIT_KEYS),
+        identity_limit: crate::rate_limit::Limiter::new(config.identity_rate, RATE_LIMIT_KEYS),
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

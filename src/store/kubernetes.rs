@@ -10,6 +10,14 @@
 //! The loser re-reads and adopts what the winner wrote, so several replicas starting at
 //! once on an empty Secret end up with one CA (Dapr #2187). A Secret holding only some of
 //! the three keys is an error for a person to resolve. Key material is never logged.
+//!
+//! An empty Secret means "first start" only when nothing shows that a CA existed before:
+//! when the ConfigMap still holds trust anchors, or the Secret carries the annotation Sigil
+//! writes with the material, the Secret was emptied (a `helm upgrade --force`, a GitOps
+//! replace, a hand edit) and a new root would cut every running workload off. Start is then
+//! refused with [`Error::CaMaterialLost`]; a running replica keeps serving and puts its
+//! material back (see `rotation`). The ConfigMap is a courtesy copy: failing to write it is a
+//! warning and a metric, never a failed load.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -35,6 +43,9 @@ pub const KEY_CA: &str = "ca.crt";
 pub const KEY_ISSUER_CERT: &str = "issuer.crt";
 /// Issuer private key key.
 pub const KEY_ISSUER_KEY: &str = "issuer.key";
+/// Annotation on the Secret, written with the CA material it describes: `sha256:` and the
+/// hex SHA-256 of `ca.crt`. It outlives an edit that drops the data keys.
+pub const ANNOTATION_CA_STORED: &str = "sigil.dev/ca-stored";
 /// How many times a write is retried after losing a conflict.
 const MAX_ATTEMPTS: usize = 5;
 
@@ -45,6 +56,9 @@ pub struct KubernetesStore {
     timeout: Duration,
     // resourceVersion of the Secret the ConfigMap was last made to match.
     synced: Mutex<Option<String>>,
+    // Counts failed ConfigMap writes; the last failure, so that a repeated one is logged once.
+    mirror_failures: Option<prometheus_client::metrics::counter::Counter>,
+    last_mirror_failure: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for KubernetesStore {
@@ -94,7 +108,18 @@ impl KubernetesStore {
             namespace: namespace.into(),
             timeout,
             synced: Mutex::new(None),
+            mirror_failures: None,
+            last_mirror_failure: Mutex::new(None),
         }
+    }
+
+    /// Counts failed writes of the ConfigMap copy in `counter`.
+    pub fn with_mirror_failures(
+        mut self,
+        counter: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        self.mirror_failures = Some(counter);
+        self
     }
 
     fn secrets(&self) -> Api<Secret> {
@@ -112,7 +137,7 @@ impl KubernetesStore {
             match e {
                 ApiFailure::NotFound => "not found".to_string(),
                 ApiFailure::Conflict => "conflict".to_string(),
-                ApiFailure::Other(m) => m,
+                ApiFailure::Forbidden(m) | ApiFailure::Other(m) => m,
             }
         ))
     }
@@ -149,15 +174,97 @@ impl KubernetesStore {
                 .map(|(k, _)| *k)
                 .collect();
                 wipe(&mut secret);
-                return Err(Error::Store(format!(
-                    "Secret {}/{TRUST_BUNDLE_NAME} holds only part of the CA material (missing: {}); refusing to generate over it. Fill in all of ca.crt, issuer.crt and issuer.key, or empty the Secret to have a new CA generated",
-                    self.namespace,
-                    missing.join(", ")
+                return Err(Error::CaMaterialLost(format!(
+                    "Secret {ns}/{TRUST_BUNDLE_NAME} holds only part of the CA material (missing: {}); refusing to generate over it. {}",
+                    missing.join(", "),
+                    self.how_to_restore(),
+                    ns = self.namespace,
                 )));
             }
         };
         wipe(&mut secret);
         Ok(state)
+    }
+
+    fn how_to_restore(&self) -> String {
+        format!(
+            "To restore, put ca.crt, issuer.crt and issuer.key back from your backup (kubectl -n {ns} create secret generic {TRUST_BUNDLE_NAME} --from-file=ca.crt --from-file=issuer.crt --from-file=issuer.key --dry-run=client -o yaml | kubectl apply -f -). To start over with a new CA on purpose (every workload must then get new certificates), stop every Sigil replica, remove ca.crt from ConfigMap {ns}/{TRUST_BUNDLE_NAME} and the annotation {ANNOTATION_CA_STORED} from the Secret, then start Sigil",
+            ns = self.namespace
+        )
+    }
+
+    /// What shows that CA material existed before the Secret became empty, if anything:
+    /// Sigil's annotation on the Secret, or trust anchors left in the ConfigMap.
+    async fn earlier_material(&self, secret: Option<&Secret>) -> Result<Option<String>, Error> {
+        let annotated = secret
+            .and_then(|s| s.metadata.annotations.as_ref())
+            .is_some_and(|a| a.contains_key(ANNOTATION_CA_STORED));
+        if annotated {
+            return Ok(Some(format!(
+                "the Secret still carries the annotation {ANNOTATION_CA_STORED} that Sigil writes with the CA material"
+            )));
+        }
+        match cluster::call(self.timeout, self.config_maps().get(TRUST_BUNDLE_NAME)).await {
+            Ok(cm) => {
+                let anchors = cm
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(KEY_CA))
+                    .is_some_and(|v| !v.trim().is_empty());
+                Ok(anchors.then(|| {
+                    format!(
+                        "ConfigMap {}/{TRUST_BUNDLE_NAME} still holds the trust anchors (ca.crt) copied from it",
+                        self.namespace
+                    )
+                }))
+            }
+            Err(ApiFailure::NotFound) => Ok(None),
+            Err(ApiFailure::Forbidden(m)) => {
+                tracing::warn!(namespace = %self.namespace, error = %m, "cannot read ConfigMap {TRUST_BUNDLE_NAME} to check whether a CA existed before; relying on the Secret's annotation");
+                Ok(None)
+            }
+            Err(e) => Err(self.api_error("reading ConfigMap", e)),
+        }
+    }
+
+    /// `Ok(None)` for an empty store that never held a CA; the loss otherwise.
+    async fn empty_store(&self, secret: Option<&Secret>) -> Result<Option<CaFiles>, Error> {
+        match self.earlier_material(secret).await? {
+            None => Ok(None),
+            Some(evidence) => Err(Error::CaMaterialLost(format!(
+                "Secret {ns}/{TRUST_BUNDLE_NAME} {state}, but it held CA material before: {evidence}. Sigil does not generate a new root over it, because workloads holding certificates from the old root would stop trusting new ones. {}",
+                self.how_to_restore(),
+                ns = self.namespace,
+                state = if secret.is_some() { "holds no CA material" } else { "is missing" },
+            ))),
+        }
+    }
+
+    /// [`Self::sync_config_map`], with a failure turned into a warning and a count: the
+    /// Secret was read, so the load stands.
+    async fn mirror(&self, ca_crt: &[u8], secret_version: &str) {
+        match self.sync_config_map(ca_crt, secret_version).await {
+            Ok(()) => {
+                *self
+                    .last_mirror_failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = None;
+            }
+            Err(e) => {
+                if let Some(c) = &self.mirror_failures {
+                    c.inc();
+                }
+                let text = e.to_string();
+                let mut last = self
+                    .last_mirror_failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if last.as_deref() != Some(text.as_str()) {
+                    tracing::warn!(namespace = %self.namespace, error = %text, "could not copy the trust anchors into ConfigMap {TRUST_BUNDLE_NAME}; the CA is loaded and serving, workloads that read the ConfigMap see the old anchors until this succeeds (the chart grants get and update on it)");
+                    *last = Some(text);
+                }
+            }
+        }
     }
 
     /// Makes the ConfigMap's `ca.crt` equal to the Secret's, unless that was already done
@@ -256,6 +363,17 @@ impl KubernetesStore {
     }
 
     fn fill(secret: &mut Secret, files: &CaFiles) {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &files.ca_crt);
+        let hex: String = digest
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        secret
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(ANNOTATION_CA_STORED.into(), format!("sha256:{hex}"));
         let data = secret.data.get_or_insert_with(BTreeMap::new);
         data.insert(KEY_CA.into(), ByteString(files.ca_crt.clone()));
         data.insert(KEY_ISSUER_CERT.into(), ByteString(files.issuer_crt.clone()));
@@ -271,9 +389,10 @@ impl CredentialStore for KubernetesStore {
 
     async fn load(&self) -> Result<Option<CaFiles>, Error> {
         match self.read_secret().await? {
-            SecretState::Missing | SecretState::Empty(_) => Ok(None),
+            SecretState::Missing => self.empty_store(None).await,
+            SecretState::Empty(secret) => self.empty_store(Some(&secret)).await,
             SecretState::Full(files, version) => {
-                self.sync_config_map(&files.ca_crt, &version).await?;
+                self.mirror(&files.ca_crt, &version).await;
                 Ok(Some(files))
             }
         }
@@ -283,7 +402,7 @@ impl CredentialStore for KubernetesStore {
         for _ in 0..MAX_ATTEMPTS {
             let written = match self.read_secret().await? {
                 SecretState::Full(existing, version) => {
-                    self.sync_config_map(&existing.ca_crt, &version).await?;
+                    self.mirror(&existing.ca_crt, &version).await;
                     return Ok(existing);
                 }
                 SecretState::Missing => {
@@ -319,8 +438,8 @@ impl CredentialStore for KubernetesStore {
                 Ok(mut stored) => {
                     let version = stored.metadata.resource_version.clone().unwrap_or_default();
                     wipe(&mut stored);
-                    tracing::info!(store = %self.describe(), "stored new CA material");
-                    self.sync_config_map(&files.ca_crt, &version).await?;
+                    tracing::info!(store = %self.describe(), "stored CA material");
+                    self.mirror(&files.ca_crt, &version).await;
                     return Ok(files.clone());
                 }
                 Err(ApiFailure::Conflict) => {

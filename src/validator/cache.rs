@@ -187,6 +187,7 @@ mod tests {
             app_id: app.parse().unwrap(),
             authenticated_as: "system:serviceaccount:default:x".into(),
             container_images_json: None,
+            control_plane: false,
         }
     }
 

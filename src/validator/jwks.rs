@@ -939,6 +939,7 @@ impl TokenValidator for JwksValidator {
                     .map_or("-".into(), |i| i.chars().take(128).collect::<String>())
             ),
             container_images_json: None,
+            control_plane: false,
         })
     }
 }

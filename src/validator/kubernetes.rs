@@ -57,6 +57,9 @@ pub const CONTROL_PLANE_SERVICES: [&str; 5] =
 pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// Most containers described in the certificate's image extension.
 const MAX_IMAGE_ENTRIES: usize = 64;
+/// Clock skew allowed when looking at a token's `exp` before the review (the API server
+/// applies its own rules after).
+const PRECHECK_LEEWAY: Duration = Duration::from_secs(60);
 /// Largest image JSON put into a certificate.
 const MAX_IMAGES_JSON: usize = 16 * 1024;
 
@@ -112,6 +115,10 @@ pub struct TokenFacts {
     pub namespace: Option<String>,
     /// `exp`, when present.
     pub expires: Option<OffsetDateTime>,
+    /// Whether the token has a non-empty `aud` claim.
+    pub has_audience: bool,
+    /// Whether the token is a compact JWT (not Dapr's bare-JSON test form).
+    pub is_jwt: bool,
 }
 
 fn denied(msg: impl Into<String>) -> Error {
@@ -125,16 +132,18 @@ fn str_at<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
-/// Reads the pod binding from a JWT's payload without checking the signature: the API
-/// server has just reviewed this very token. Both the projected-token form
+/// Reads the pod binding from a JWT's payload without checking the signature: it is read
+/// before the TokenReview only to refuse garbage cheaply ([`precheck`]), and trusted only
+/// after the API server has reviewed this very token. Both the projected-token form
 /// (`"kubernetes.io": {"pod": {"name", "uid"}}`) and flat `kubernetes.io/pod/name` claims
 /// are understood; if both are present they must agree.
 ///
 /// A token that is a bare JSON object is read as its own payload, as Dapr's parser does
 /// (Dapr's test API server hands out such tokens). That widens nothing: the claims are
-/// trusted only because the API server has just authenticated the token, whatever its form.
+/// trusted only because the API server authenticated the token, whatever its form.
 pub fn read_token_facts(token: &str) -> Result<TokenFacts, Error> {
-    let bytes = if token.trim_start().starts_with('{') {
+    let is_jwt = !token.trim_start().starts_with('{');
+    let bytes = if !is_jwt {
         token.as_bytes().to_vec()
     } else {
         let mut parts = token.split('.');
@@ -181,12 +190,37 @@ pub fn read_token_facts(token: &str) -> Result<TokenFacts, Error> {
             )
         }
     };
+    let has_audience = match claims.get("aud") {
+        Some(serde_json::Value::String(a)) => !a.is_empty(),
+        Some(serde_json::Value::Array(a)) => a.iter().any(|v| v.as_str().is_some_and(|s| !s.is_empty())),
+        _ => false,
+    };
     Ok(TokenFacts {
         pod_name,
         pod_uid,
         namespace,
         expires,
+        has_audience,
+        is_jwt,
     })
+}
+
+/// The local look at a token before it costs a TokenReview: a pod-bound token's shape
+/// ([`read_token_facts`]), and for a JWT an audience and an `exp` not yet past (with
+/// `leeway` for clock skew). Nothing here is trusted: the review decides; this only keeps
+/// garbage, legacy and expired tokens away from the API server.
+pub fn precheck(token: &str, now: OffsetDateTime, leeway: Duration) -> Result<TokenFacts, Error> {
+    let facts = read_token_facts(token)?;
+    if facts.is_jwt && !facts.has_audience {
+        return Err(denied("the token has no audience; a projected service-account token for Sentry is required"));
+    }
+    if let Some(exp) = facts.expires {
+        let leeway = time::Duration::try_from(leeway).unwrap_or(time::Duration::MAX);
+        if exp.checked_add(leeway).is_some_and(|limit| limit < now) {
+            return Err(denied("the token has expired"));
+        }
+    }
+    Ok(facts)
 }
 
 /// Splits `system:serviceaccount:<ns>:<sa>`.
@@ -396,6 +430,7 @@ impl KubernetesValidator {
         namespace: Namespace,
         app_id: sigil_pki::AppId,
     ) -> Result<(Identity, Option<OffsetDateTime>), Error> {
+        let facts = precheck(&claims.token, self.clock.now(), PRECHECK_LEEWAY)?;
         let username = self.review(&claims.token).await?;
         let (sa_ns, sa_name) = service_account_of(&username)?;
         if sa_ns != namespace.as_str() {
@@ -403,7 +438,6 @@ impl KubernetesValidator {
                 "namespace mismatch: the token belongs to namespace {sa_ns}, the request asked for {namespace}"
             )));
         }
-        let facts = read_token_facts(&claims.token)?;
         if facts.namespace.as_deref().is_some_and(|ns| ns != sa_ns) {
             return Err(denied(
                 "the token's namespace claim disagrees with its service account",
@@ -456,6 +490,7 @@ impl KubernetesValidator {
                 app_id,
                 authenticated_as: username,
                 container_images_json: container_images_json(&pod),
+                control_plane,
             },
             facts.expires,
         ))
@@ -533,6 +568,44 @@ mod tests {
             "kubernetes.io": {"pod": {"name": "q"}}
         }));
         assert!(matches!(read_token_facts(&disagree), Err(Error::Denied(_))));
+    }
+
+    #[test]
+    fn precheck_keeps_expired_audience_less_and_legacy_tokens_from_the_api_server() {
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let leeway = Duration::from_secs(60);
+        let pod = serde_json::json!({"name": "p", "uid": "u"});
+        let good = jwt(serde_json::json!({
+            "aud": ["dapr.io/sentry"], "exp": 1_800_000_600u64, "kubernetes.io": {"pod": pod}
+        }));
+        assert_eq!(precheck(&good, now, leeway).unwrap().pod_name, "p");
+        // Within the leeway.
+        let just = jwt(serde_json::json!({
+            "aud": "x", "exp": 1_799_999_970u64, "kubernetes.io": {"pod": pod}
+        }));
+        assert!(precheck(&just, now, leeway).is_ok());
+        let expired = jwt(serde_json::json!({
+            "aud": "x", "exp": 1_799_999_000u64, "kubernetes.io": {"pod": pod}
+        }));
+        let e = precheck(&expired, now, leeway).unwrap_err().to_string();
+        assert!(e.contains("expired"), "{e}");
+        for aud in [serde_json::json!(null), serde_json::json!(""), serde_json::json!([])] {
+            let t = jwt(serde_json::json!({"aud": aud, "kubernetes.io": {"pod": pod}}));
+            let e = precheck(&t, now, leeway).unwrap_err().to_string();
+            assert!(e.contains("no audience"), "{e}");
+        }
+        // A legacy Secret-based token: no pod claim.
+        let legacy = jwt(serde_json::json!({
+            "iss": "kubernetes/serviceaccount",
+            "kubernetes.io/serviceaccount/namespace": "shop"
+        }));
+        assert!(precheck(&legacy, now, leeway).is_err());
+        // Dapr's bare-JSON form carries no aud; only its shape is looked at.
+        let bare = r#"{"kubernetes.io":{"pod":{"name":"p"}}}"#;
+        assert!(precheck(bare, now, leeway).is_ok());
+        // An exp far in the future or past never overflows.
+        let huge = jwt(serde_json::json!({"aud": "x", "exp": i64::MAX, "kubernetes.io": {"pod": pod}}));
+        assert!(precheck(&huge, now, Duration::MAX).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use sigil_pki::{AppId, Namespace, TrustDomain};
 
 use crate::Error;
 
+pub mod admit;
 pub mod cache;
 pub mod insecure;
 pub mod jwks;
@@ -79,6 +80,9 @@ pub struct Identity {
     pub authenticated_as: String,
     /// JSON of the pod's container images, for Dapr's certificate extension.
     pub container_images_json: Option<String>,
+    /// The validator showed the caller to be the Dapr control-plane service its app id
+    /// names (see [`admit`]).
+    pub control_plane: bool,
 }
 
 /// Checks that the caller proves its identity.
