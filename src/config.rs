@@ -97,11 +97,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             }
         };
         rest = &rest[unit_len..];
-        total +=
-            Duration::try_from_secs_f64(seconds).map_err(|_| format!("{text:?}: out of range"))?;
+        total = Duration::try_from_secs_f64(seconds)
+            .ok()
+            .and_then(|d| total.checked_add(d))
+            .filter(|d| *d <= MAX_DURATION)
+            .ok_or_else(|| {
+                format!("{text:?}: out of range (durations end at Go's limit, about 292 years)")
+            })?;
     }
     Ok(total)
 }
+
+/// The longest duration accepted anywhere: Go's (`math.MaxInt64` nanoseconds), so nothing Dapr
+/// can pass is refused, and every deadline and expiry computed from a flag stays in range.
+pub const MAX_DURATION: Duration = Duration::from_nanos(i64::MAX as u64);
 
 /// Flags of `sigil serve`. Names and defaults are Dapr Sentry's unless marked as Sigil's.
 #[derive(Args, Debug, Clone)]
@@ -677,7 +686,17 @@ impl ServeArgs {
             None
         };
         let oidc = if self.oidc_enabled {
-            Some(self.oidc_settings()?)
+            let oidc = self.oidc_settings()?;
+            // In a cluster the OIDC port is reached through Services and ingresses, where any
+            // client picks the Host header: without a fixed issuer or an allow-list, the
+            // issuer in the discovery document would be whatever a caller (or a cache in
+            // front) made it.
+            if self.mode == Mode::Kubernetes && oidc.allowed_hosts.is_empty() && self.jwt_issuer.is_none() {
+                return Err(Error::Config(
+                    "--oidc-enabled in kubernetes mode needs --jwt-issuer (a fixed issuer URL) or --oidc-allowed-hosts (the host names the OIDC endpoint answers for); without either, the issuer would follow the request's Host header".into(),
+                ));
+            }
+            Some(oidc)
         } else {
             None
         };
@@ -766,6 +785,25 @@ impl ServeArgs {
             return Err(Error::Config(
                 "--jwt-key-filename and --jwks-filename name the same file".into(),
             ));
+        }
+        // Writing a JWT file over a CA file would destroy the CA (in files, and in kubernetes
+        // mode as a key of the same Secret, whose CA keys are Dapr's fixed names).
+        let ca_names = [
+            self.issuer_ca_filename.as_str(),
+            self.issuer_certificate_filename.as_str(),
+            self.issuer_key_filename.as_str(),
+            crate::store::kubernetes::KEY_CA,
+            crate::store::kubernetes::KEY_ISSUER_CERT,
+            crate::store::kubernetes::KEY_ISSUER_KEY,
+        ];
+        for (flag, p) in [("--jwt-key-filename", &key_path), ("--jwks-filename", &jwks_path)] {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let same_file = ca_names.iter().any(|c| credentials_dir.join(c) == *p);
+            if same_file || ca_names.contains(&name) {
+                return Err(Error::Config(format!(
+                    "{flag} {name:?} collides with a CA file name (ca.crt, issuer.crt, issuer.key or the --issuer-*-filename values); pick another name"
+                )));
+            }
         }
         let algorithm = self
             .jwt_signing_algorithm
@@ -979,6 +1017,28 @@ mod tests {
         for bad in ["", "h", "10", "10x", "-5m", "1.5.5h"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
+        // Out of range is an error, never a panic or a wrapped value.
+        for huge in [
+            "10000000000000000000s",
+            "10000000000000000000s10000000000000000000s",
+            "1e400s",
+            "293y",
+            "106752d",
+            "2562048h",
+        ] {
+            assert!(parse_duration(huge).is_err(), "{huge:?} accepted");
+        }
+        assert_eq!(parse_duration("106751d").unwrap(), Duration::from_secs(106_751 * 86_400));
+    }
+
+    proptest::proptest! {
+        // Whatever the text, parsing ends in a value within Go's range or an error.
+        #[test]
+        fn durations_never_panic(text in "[0-9.]{0,24}(ns|us|ms|s|m|h|d|x)?([0-9.]{0,24}(s|h|d))?") {
+            if let Ok(d) = parse_duration(&text) {
+                proptest::prop_assert!(d <= MAX_DURATION);
+            }
+        }
     }
 
     #[test]
@@ -1118,6 +1178,30 @@ mod tests {
         assert_eq!(o.path_prefix, "/sentry");
         assert_eq!(o.allowed_hosts, vec!["issuer.example", "other.example"]);
 
+        // A JWT file may not take a CA file's name.
+        for (flag, name) in [
+            ("--jwt-key-filename", "issuer.key"),
+            ("--jwks-filename", "ca.crt"),
+            ("--jwks-filename", "/elsewhere/issuer.crt"),
+            ("--jwt-key-filename", "mine.pem"),
+        ] {
+            let e = args(&[
+                "--config",
+                "/nonexistent",
+                "--issuer-credentials",
+                "/creds",
+                "--issuer-key-filename",
+                "mine.pem",
+                "--jwt-enabled",
+                flag,
+                name,
+            ])
+            .into_config(None)
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("collides with a CA file name"), "{flag} {name}: {e}");
+        }
+
         // TLS is on by default and needs its files.
         let e = args(&["--jwt-enabled", "--oidc-enabled"])
             .into_config(None)
@@ -1167,6 +1251,22 @@ mod tests {
             v.extend_from_slice(bad);
             assert!(args(&v).into_config(None).is_err(), "{bad:?}");
         }
+        // Kubernetes mode: OIDC needs a fixed issuer or an allow-list.
+        let kube_oidc = |extra: &[&str]| {
+            let mut v = vec![
+                "--mode",
+                "kubernetes",
+                "--jwt-enabled",
+                "--oidc-enabled",
+                "--oidc-server-tls-enabled=false",
+            ];
+            v.extend_from_slice(extra);
+            args(&v).into_config(Some(DaprConfiguration::default()))
+        };
+        let e = kube_oidc(&[]).unwrap_err().to_string();
+        assert!(e.contains("--jwt-issuer") && e.contains("--oidc-allowed-hosts"), "{e}");
+        assert!(kube_oidc(&["--jwt-issuer", "https://issuer.example"]).is_ok());
+        assert!(kube_oidc(&["--oidc-allowed-hosts", "issuer.example"]).is_ok());
         for bad in [
             &["--oidc-path-prefix", "/a/../b"][..],
             &["--oidc-jwks-uri", "ftp://x"][..],

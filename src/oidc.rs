@@ -195,6 +195,12 @@ impl OidcHandler {
             hyper::header::CACHE_CONTROL,
             hyper::header::HeaderValue::from_static(CACHE_CONTROL),
         );
+        // The documents depend on the Host (and X-Forwarded-Host) header: a shared cache must
+        // not serve one host's answer to another.
+        h.insert(
+            hyper::header::VARY,
+            hyper::header::HeaderValue::from_static("Host, X-Forwarded-Host"),
+        );
         if method == Method::HEAD {
             h.insert(hyper::header::CONTENT_LENGTH, len.into());
         }
@@ -491,6 +497,7 @@ mod tests {
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()["content-type"], "application/json");
         assert_eq!(r.headers()["cache-control"], CACHE_CONTROL);
+        assert_eq!(r.headers()["vary"], "Host, X-Forwarded-Host");
         let doc = body(r).await;
         assert_eq!(doc["issuer"], "https://issuer.example:8443/sentry");
         assert_eq!(

@@ -545,7 +545,8 @@ async fn https_source_fetches_refreshes_on_unknown_kid_and_keeps_last_good_keys(
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("jwks-ca.pem");
     std::fs::write(&ca_file, &jwks_server.ca_pem).unwrap();
-    // minRefreshInterval 0: every unknown kid may refetch (the rate limit is tested below).
+    // minRefreshInterval 0s is raised to the 1 s floor: an unknown kid may refetch once the
+    // floor has passed since the last fetch (the rate limit itself is tested below).
     let server = start(
         dir.path(),
         json!({"source": jwks_server.url, "caCertificate": ca_file.to_str().unwrap(),
@@ -564,11 +565,13 @@ async fn https_source_fetches_refreshes_on_unknown_kid_and_keeps_last_good_keys(
 
     // Rotation at the source: a token with the new kid triggers a fetch and is accepted.
     jwks_server.serve(200, jwks(&[new.jwk("new")]));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let new_token = new.token("new", &claims);
     issued(&mut c, request("app", "default", &new_token)).await;
 
     // The source fails (500, then garbage): the last good keys keep serving.
     jwks_server.serve(500, "oops");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let before = jwks_server.hits();
     denied(
         &mut c,

@@ -233,7 +233,7 @@ async fn tokens_verify_against_the_jwks_served_by_the_oidc_server() {
     // Rotation: a new key file is published, then signs; the old key stays published.
     let old_kid = jwks["keys"][0]["kid"].as_str().unwrap().to_string();
     let new_key = sigil_pki::JwtSigningKey::generate(sigil_pki::JwsAlgorithm::Es256).unwrap();
-    sigil::store::file::write_atomic(&creds.join("jwt.key"), new_key.to_pem().as_bytes(), 0o600)
+    sigil::store::atomic::write_file(&creds.join("jwt.key"), new_key.to_pem().as_bytes(), 0o600)
         .unwrap();
     let mut rotated = None;
     for _ in 0..200 {

@@ -168,8 +168,6 @@ async fn request_watch_rewrites_the_files_after_each_renewal_and_stops_on_sigter
         if !out_dir.join("cert.pem").exists() {
             continue;
         }
-        // cert.pem is written last; if it is newer than key.pem's pair we may catch the
-        // moment between the two renames: re-read once.
         let serial = check_serial_settled(&out_dir);
         if serials.last() != Some(&serial) {
             serials.push(serial);
@@ -215,11 +213,16 @@ async fn request_watch_rewrites_the_files_after_each_renewal_and_stops_on_sigter
 /// `check_files`, retried once: the three files are replaced one after the other, so a read
 /// can fall between the key's and the certificate's rename.
 fn check_serial_settled(out: &Path) -> String {
-    match std::panic::catch_unwind(|| check_files(out)) {
-        Ok(s) => s,
-        Err(_) => {
-            std::thread::sleep(Duration::from_millis(300));
-            check_files(out)
+    // The files change as one: read them through the version directory `..data` names at
+    // one moment. A pair that disagrees fails the test; only a version removed while being
+    // read (a renewal in between) is read again.
+    for _ in 0..5 {
+        let version = out.join(std::fs::read_link(out.join("..data")).expect("..data link"));
+        match std::panic::catch_unwind(|| check_files(&version)) {
+            Ok(s) => return s,
+            Err(_) if !version.exists() => continue,
+            Err(e) => std::panic::resume_unwind(e),
         }
     }
+    panic!("the files kept changing while being read");
 }

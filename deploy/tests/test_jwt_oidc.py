@@ -15,7 +15,7 @@ OIDC_TLS = {"enabled": True, "server": {"port": 9443}, "pathPrefix": "/sentry",
             "jwksURI": "https://issuer.example/sentry/jwks.json",
             "allowedHosts": ["issuer.example", "issuer.internal"],
             "tls": {"secretName": "sigil-oidc-cert"}}
-OIDC_PLAIN = {"enabled": True, "tls": {"enabled": False}}
+OIDC_PLAIN = {"enabled": True, "tls": {"enabled": False}, "allowedHosts": ["issuer.example"]}
 
 
 def jwt_oidc_args(docs: list) -> list:
@@ -102,10 +102,11 @@ def test_oidc_with_tls(render):
 
 
 def test_oidc_defaults_with_tls(render):
-    docs = render(values={"jwt": {"enabled": True},
+    docs = render(values={"jwt": {"enabled": True, "issuer": "https://issuer.example"},
                           "oidc": {"enabled": True, "tls": {"secretName": "cert"}}})
     assert jwt_oidc_args(docs) == [
         "--jwt-enabled",
+        "--jwt-issuer=https://issuer.example",
         "--oidc-enabled",
         "--oidc-server-listen-address=0.0.0.0",
         "--oidc-server-listen-port=9080",
@@ -143,12 +144,16 @@ def test_jwt_and_oidc_flags_exist_in_sigil(render, values):
 @pytest.mark.parametrize("values, message", [
     ({"oidc": {"enabled": True, "tls": {"secretName": "cert"}}},
      "oidc.enabled needs jwt.enabled"),
-    ({"jwt": {"enabled": True}, "oidc": {"enabled": True}},
-     "oidc.enabled serves HTTPS by default and needs oidc.tls.secretName"),
-    ({"jwt": {"enabled": True}, "oidc": {"enabled": True, "tls": {"enabled": True}}},
+    ({"jwt": {"enabled": True}, "oidc": {"enabled": True, "tls": {"secretName": "cert"}}},
+     "oidc.enabled needs jwt.issuer (a fixed issuer URL) or oidc.allowedHosts"),
+    ({"jwt": {"enabled": True}, "oidc": {"enabled": True, "allowedHosts": ["a.example"]}},
      "oidc.enabled serves HTTPS by default and needs oidc.tls.secretName"),
     ({"jwt": {"enabled": True},
-      "oidc": {"enabled": True, "tls": {"enabled": False, "secretName": "cert"}}},
+      "oidc": {"enabled": True, "allowedHosts": ["a.example"], "tls": {"enabled": True}}},
+     "oidc.enabled serves HTTPS by default and needs oidc.tls.secretName"),
+    ({"jwt": {"enabled": True},
+      "oidc": {"enabled": True, "allowedHosts": ["a.example"],
+               "tls": {"enabled": False, "secretName": "cert"}}},
      "oidc.tls.secretName is set but oidc.tls.enabled is false"),
     # Spellings Helm would otherwise ignore without a word.
     ({"jwt": {"enabled": True, "keyId": "k"}}, "the key id is jwt.keyID"),
@@ -163,6 +168,7 @@ def test_refused_combinations_fail_the_render(values, message):
 def test_tls_enabled_false_given_as_set_string():
     # `--set oidc.tls.enabled=false` is a boolean; `--set-string` and quoted YAML give a
     # string, which must mean the same.
-    result = helm_template(sets=["jwt.enabled=true", "oidc.enabled=true"],
+    result = helm_template(sets=["jwt.enabled=true", "oidc.enabled=true",
+                                 "oidc.allowedHosts={issuer.example}"],
                            values={"oidc": {"tls": {"enabled": "false"}}})
     assert "--oidc-server-tls-enabled=false" in result.stdout

@@ -1,10 +1,10 @@
 """Sigil's RBAC is least privilege: fail on any grant beyond the list below.
 
 The list is the whole of what Sigil may do in the API:
-- cluster-wide: create TokenReviews; get pods; get/list/watch Dapr Configurations;
+- cluster-wide: create TokenReviews; get pods; get Dapr Configurations;
 - in its own namespace, on the Secret and the ConfigMap `dapr-trust-bundle` only:
-  get/list/watch/update/patch. Never `create` (it cannot be limited by name; the chart
-  creates both objects) and never `delete`.
+  get/update. Never `create` (it cannot be limited by name; the chart creates both
+  objects), never `delete`, and no list/watch/patch, which Sigil never calls.
 """
 
 import copy
@@ -20,12 +20,12 @@ SERVICE_ACCOUNT = "dapr-sentry"
 CLUSTER_ALLOWED = {
     ("authentication.k8s.io", "tokenreviews"): {"create"},
     ("", "pods"): {"get"},
-    ("dapr.io", "configurations"): {"get", "list", "watch"},
+    ("dapr.io", "configurations"): {"get"},
 }
 # For the namespaced Role: every rule must name only the trust bundle.
 NAMESPACE_ALLOWED = {
-    ("", "secrets"): {"get", "list", "watch", "update", "patch"},
-    ("", "configmaps"): {"get", "list", "watch", "update", "patch"},
+    ("", "secrets"): {"get", "update"},
+    ("", "configmaps"): {"get", "update"},
 }
 RBAC_KINDS = {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
 
@@ -133,7 +133,8 @@ def test_jwt_and_oidc_need_no_more_rbac(render):
     # In kubernetes mode the JWT key and JWKS go into the Secret dapr-trust-bundle and the
     # public JWKS into the ConfigMap (get, then update): what the Role already grants.
     docs = render(values={"jwt": {"enabled": True},
-                          "oidc": {"enabled": True, "tls": {"secretName": "oidc-cert"}}})
+                          "oidc": {"enabled": True, "allowedHosts": ["issuer.example"],
+                                   "tls": {"secretName": "oidc-cert"}}})
     assert rbac_violations(docs, "dapr-system") == []
     assert granted(docs) == needed()
     for resource in ("secrets", "configmaps"):

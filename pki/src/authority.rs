@@ -282,8 +282,8 @@ fn issue_issuer(
     );
     issuer.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     issuer.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    issuer.not_before = now - params.clock_skew;
-    issuer.not_after = (now + params.issuer_ttl).min(root_not_after);
+    issuer.not_before = earlier(now, params.clock_skew)?;
+    issuer.not_after = later(now, params.issuer_ttl)?.min(root_not_after);
     issuer.serial_number = Some(random_serial()?);
     issuer.use_authority_key_identifier_extension = true;
     let cert = issuer
@@ -297,6 +297,19 @@ fn issue_issuer(
 
 pub(crate) fn serial() -> Result<SerialNumber, Error> {
     random_serial()
+}
+
+/// `now + d`, or an error when that leaves the representable range (a lifetime of
+/// centuries on a clock near the end of time): never a panic.
+pub(crate) fn later(now: OffsetDateTime, d: Duration) -> Result<OffsetDateTime, Error> {
+    now.checked_add(d)
+        .ok_or_else(|| Error::InvalidTtl(format!("{d} from {now} is out of range")))
+}
+
+/// `now - d`, with the same guarantee.
+pub(crate) fn earlier(now: OffsetDateTime, d: Duration) -> Result<OffsetDateTime, Error> {
+    now.checked_sub(d)
+        .ok_or_else(|| Error::InvalidTtl(format!("{d} before {now} is out of range")))
 }
 
 impl Authority {
@@ -325,15 +338,15 @@ impl Authority {
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyCertSign,
         ];
-        root.not_before = now - params.clock_skew;
-        root.not_after = now + params.root_ttl;
+        root.not_before = earlier(now, params.clock_skew)?;
+        root.not_after = later(now, params.root_ttl)?;
         root.serial_number = Some(random_serial()?);
         let root_cert = root
             .self_signed(&root_key)
             .map_err(|e| Error::Signing(e.to_string()))?;
         let root_issuer = rcgen::Issuer::new(root, &root_key);
         let (issuer_crt, issuer_key) =
-            issue_issuer(&root_issuer, now + params.root_ttl, params, now)?;
+            issue_issuer(&root_issuer, later(now, params.root_ttl)?, params, now)?;
         Ok((
             CaFiles {
                 ca_crt: root_cert.pem().into_bytes(),

@@ -144,8 +144,8 @@ impl Authority {
                 self.valid_until
             )));
         }
-        let not_before = (now - policy.clock_skew).max(self.valid_from);
-        let not_after = (now + policy.ttl).min(self.valid_until);
+        let not_before = crate::authority::earlier(now, policy.clock_skew)?.max(self.valid_from);
+        let not_after = crate::authority::later(now, policy.ttl)?.min(self.valid_until);
 
         let mut sans = Vec::with_capacity(1 + extras.dns_names.len());
         sans.push(SanType::URI(id.to_string().try_into().map_err(|_| {
@@ -392,6 +392,26 @@ mod tests {
                 )
                 .unwrap();
             assert!(seen.insert(leaf.serial_hex));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Lifetimes and clocks anywhere in range give a certificate or an error, never a
+        /// panic; a leaf never outlives its issuer.
+        #[test]
+        fn lifetimes_never_overflow(ttl_s in 0i64..=i64::MAX / 4, skew_s in 0i64..=i64::MAX / 4, offset_days in -3_000_000i64..=3_000_000) {
+            let (_, auth) = generated();
+            let (_, csr) = csr(CsrKeyType::EcdsaP256);
+            let at = now().checked_add(Duration::days(offset_days)).unwrap_or(now());
+            let policy = IssuePolicy { ttl: Duration::seconds(ttl_s), clock_skew: Duration::seconds(skew_s) };
+            if let Ok(leaf) = auth.issue(&csr, &id(), &LeafExtras::default(), &policy, at) {
+                prop_assert!(leaf.not_after <= auth.valid_until());
+            }
+            let mut params = crate::CaParams::new("public".parse().unwrap(), "default".parse().unwrap());
+            params.root_ttl = Duration::seconds(ttl_s);
+            params.clock_skew = Duration::seconds(skew_s);
+            let _ = Authority::generate(&params, at);
         }
     }
 

@@ -492,7 +492,7 @@ impl JwtSigningKey {
         self.rng
             .fill(&mut jti)
             .map_err(|_| Error::Signing("no randomness for the JWT id".into()))?;
-        let claims = request.claims(now, &jti);
+        let claims = request.claims(now, &jti)?;
         let header = json!({"alg": self.alg.name(), "kid": self.kid, "typ": "JWT"});
         let mut input = URL_SAFE_NO_PAD.encode(header.to_string());
         input.push('.');
@@ -554,7 +554,7 @@ pub struct JwtRequest<'a> {
 }
 
 impl JwtRequest<'_> {
-    fn claims(&self, now: OffsetDateTime, jti: &[u8; 16]) -> Value {
+    fn claims(&self, now: OffsetDateTime, jti: &[u8; 16]) -> Result<Value, Error> {
         let now_s = now.unix_timestamp();
         let mut m = Map::new();
         let jti_hex: String = jti.iter().map(|b| format!("{b:02x}")).collect();
@@ -562,16 +562,15 @@ impl JwtRequest<'_> {
         m.insert("sub".into(), self.subject.to_string().into());
         m.insert("iat".into(), now_s.into());
         m.insert("aud".into(), self.audiences.to_vec().into());
-        m.insert(
-            "nbf".into(),
-            (now - self.clock_skew).unix_timestamp().into(),
-        );
-        m.insert("exp".into(), (now + self.ttl).unix_timestamp().into());
+        let nbf = crate::authority::earlier(now, self.clock_skew)?;
+        let exp = crate::authority::later(now, self.ttl)?;
+        m.insert("nbf".into(), nbf.unix_timestamp().into());
+        m.insert("exp".into(), exp.unix_timestamp().into());
         m.insert("use".into(), "sig".into());
         if let Some(iss) = self.issuer {
             m.insert("iss".into(), iss.into());
         }
-        Value::Object(m)
+        Ok(Value::Object(m))
     }
 }
 
@@ -772,7 +771,7 @@ impl JwksDocument {
         }
         if let Some(old) = self.signing_kid.take() {
             if old != kid && self.position(&old).is_some() {
-                let until = (now + retain).unix_timestamp();
+                let until = now.saturating_add(retain).unix_timestamp();
                 self.retired.entry(old).or_insert(until);
             }
         }

@@ -11,7 +11,8 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use crate::config::parse_duration;
-use crate::store::file::{write_atomic, FileNames, FileStore};
+use crate::store::atomic::write_file as write_atomic;
+use crate::store::file::{FileNames, FileStore};
 use crate::Error;
 
 /// `sigil ca ...`

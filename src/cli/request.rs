@@ -15,7 +15,6 @@ use clap::Args;
 use sigil_client::{KeyType, SourceConfig, SvidSource, TrustAnchorSource, Validator};
 
 use crate::config::{default_data_dir, parse_duration};
-use crate::store::file::write_atomic;
 
 fn parse_key_type(s: &str) -> Result<KeyType, String> {
     if s.to_ascii_lowercase().starts_with("rsa") {
@@ -115,14 +114,16 @@ fn write_files(out: &Path, source: &SvidSource) -> Result<String, String> {
     let svid = source
         .current()
         .ok_or_else(|| "no certificate yet".to_string())?;
-    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let w = |name: &str, data: &[u8], mode: u32| {
-        write_atomic(&out.join(name), data, mode).map_err(|e| e.to_string())
-    };
-    // Anchors first: they must already trust whatever cert.pem will hold.
-    w("ca.crt", source.trust_anchors().to_pem().as_bytes(), 0o644)?;
-    w("key.pem", svid.private_key_pem().as_bytes(), 0o600)?;
-    w("cert.pem", svid.chain_pem().as_bytes(), 0o644)?;
+    // One change for all three: a reader never pairs a new certificate with an old key.
+    crate::store::atomic::write_set(
+        out,
+        &[
+            ("ca.crt", source.trust_anchors().to_pem().as_bytes(), 0o644),
+            ("key.pem", svid.private_key_pem().as_bytes(), 0o600),
+            ("cert.pem", svid.chain_pem().as_bytes(), 0o644),
+        ],
+    )
+    .map_err(|e| e.to_string())?;
     Ok(format!(
         "wrote {}/{{cert.pem,key.pem,ca.crt}} for {} (serial {}, valid until {})",
         out.display(),
@@ -172,7 +173,7 @@ async fn watch(out: &Path, source: &SvidSource) -> Result<(), String> {
                 if r.is_err() { return Ok(()) }
                 anchors.borrow_and_update();
                 if source.current().is_some() {
-                    if let Err(e) = write_atomic(&out.join("ca.crt"), source.trust_anchors().to_pem().as_bytes(), 0o644) {
+                    if let Err(e) = write_files(out, source) {
                         eprintln!("error: {e}");
                     }
                 }

@@ -131,7 +131,7 @@ impl JwtState {
 
     /// How long a retired key stays published: token lifetime plus the allowed skew.
     fn retain(&self) -> time::Duration {
-        to_time(self.settings.ttl) + self.clock_skew
+        to_time(self.settings.ttl).saturating_add(self.clock_skew)
     }
 
     /// The audiences of a request's tokens (trust domain first, de-duplicated), refused
@@ -540,7 +540,7 @@ mod tests {
         );
 
         let new_key = JwtSigningKey::generate(JwsAlgorithm::Es256).unwrap();
-        crate::store::file::write_atomic(&s.key_path, new_key.to_pem().as_bytes(), 0o600).unwrap();
+        crate::store::atomic::write_file(&s.key_path, new_key.to_pem().as_bytes(), 0o600).unwrap();
         assert_eq!(
             w.poll(&store, &state, &clock).await,
             JwtPollOutcome::Settling

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
-use crate::store::file::write_atomic;
+use crate::store::atomic::write_file as write_atomic;
 use crate::Error;
 
 /// Largest key or JWKS file read.

@@ -1,10 +1,8 @@
 //! CA material in a directory, with Dapr's file names (`ca.crt`, `issuer.crt`,
-//! `issuer.key`). Every write is atomic: a temporary file in the same directory is written,
+//! `issuer.key`). Every write is atomic (see [`super::atomic`]): a temporary file is written,
 //! fsynced and renamed over the target, then the directory is fsynced. Keys are mode 0600.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use sigil_pki::CaFiles;
@@ -119,38 +117,7 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, Error> {
     fs::read(path).map_err(|e| Error::io(path, e))
 }
 
-/// Writes `data` to `path` atomically with the given mode: temp file, fsync, rename, fsync dir.
-pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), Error> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(|e| Error::io(&tmp, e))?;
-        // The mode passed to open is filtered by the umask; set it exactly.
-        f.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(data).map_err(|e| Error::io(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
+use super::atomic::write_file as write_atomic;
 
 #[async_trait::async_trait]
 impl CredentialStore for FileStore {

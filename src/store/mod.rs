@@ -9,6 +9,7 @@ use sigil_pki::CaFiles;
 
 use crate::Error;
 
+pub mod atomic;
 pub mod file;
 pub mod kubernetes;
 

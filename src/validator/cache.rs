@@ -4,11 +4,12 @@
 //! Keys are SHA-256 digests over the token and the identity the request asked for; the
 //! token itself is never stored. An entry lives until the earlier of the token's own expiry
 //! and a configured TTL, so a revoked pod is believed for at most that TTL. Only successes
-//! are stored: a refusal is always re-checked.
+//! are stored: a refusal is always re-checked. The TTL is also kept on the monotonic clock:
+//! a wall clock stepped back (NTP, a VM resumed) never makes an entry live longer.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use time::OffsetDateTime;
 
@@ -36,6 +37,8 @@ pub fn cache_key(token: &str, id: &str, namespace: &str) -> CacheKey {
 struct Entry {
     identity: Identity,
     expires: OffsetDateTime,
+    // The TTL on the monotonic clock.
+    deadline: Instant,
     seq: u64,
 }
 
@@ -104,7 +107,7 @@ impl ValidationCache {
         }
         let mut inner = self.lock();
         match inner.entries.get(key) {
-            Some(e) if now < e.expires => Some(e.identity.clone()),
+            Some(e) if now < e.expires && Instant::now() < e.deadline => Some(e.identity.clone()),
             Some(_) => {
                 inner.entries.remove(key);
                 None
@@ -127,7 +130,10 @@ impl ValidationCache {
         }
         // A day is far beyond any sensible TTL and keeps the arithmetic in range.
         let ttl = time::Duration::try_from(self.ttl.min(MAX_TTL)).unwrap_or(time::Duration::DAY);
-        let mut expires = now + ttl;
+        let Some(deadline) = Instant::now().checked_add(self.ttl.min(MAX_TTL)) else {
+            return;
+        };
+        let mut expires = now.saturating_add(ttl);
         if let Some(exp) = token_expiry {
             expires = expires.min(exp);
         }
@@ -147,6 +153,7 @@ impl ValidationCache {
             Entry {
                 identity,
                 expires,
+                deadline,
                 seq,
             },
         );
@@ -161,7 +168,8 @@ impl ValidationCache {
     /// Removes expired entries first; otherwise the oldest insertion.
     fn evict_one(inner: &mut Inner, now: OffsetDateTime) {
         let before = inner.entries.len();
-        inner.entries.retain(|_, e| now < e.expires);
+        let mono = Instant::now();
+        inner.entries.retain(|_, e| now < e.expires && mono < e.deadline);
         if inner.entries.len() < before {
             return;
         }
@@ -277,6 +285,18 @@ mod tests {
             c.get(&live, later).is_some(),
             "a live entry was evicted first"
         );
+    }
+
+    #[test]
+    fn a_wall_clock_stepped_back_does_not_extend_an_entry() {
+        let c = ValidationCache::new(Duration::from_millis(30), 8);
+        let k = cache_key("t", "orders", "default");
+        c.insert(k, ident("orders"), t0(), None);
+        assert!(c.get(&k, t0()).is_some());
+        std::thread::sleep(Duration::from_millis(60));
+        // By the wall clock (stepped back an hour) the entry would still be young.
+        let stepped_back = t0() - time::Duration::hours(1);
+        assert!(c.get(&k, stepped_back).is_none());
     }
 
     #[test]

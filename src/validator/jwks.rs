@@ -49,6 +49,9 @@ pub const MAX_KEYS: usize = 64;
 pub const MIN_RSA_BITS: usize = 2048;
 /// Largest RSA modulus accepted, in bits (ring's limit).
 pub const MAX_RSA_BITS: usize = 8192;
+/// The shortest `minRefreshInterval` honoured: refreshes for unknown key ids happen at most
+/// once a second, whatever the configuration says.
+pub const MIN_REFRESH_FLOOR: Duration = Duration::from_secs(1);
 /// Default `minRefreshInterval`.
 pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(600);
 /// Default `requestTimeout`.
@@ -447,7 +450,15 @@ impl JwksOptions {
             match name.as_str() {
                 "source" => source = Some(classify_source(value)?),
                 "caCertificate" => ca = Some(parse_ca_certificates(value)?),
-                "minRefreshInterval" => min_refresh_interval = duration(value)?,
+                "minRefreshInterval" => {
+                    min_refresh_interval = duration(value)?;
+                    // Every token with an unknown kid may trigger a fetch; below the floor a
+                    // caller could make Sigil hammer the JWKS host.
+                    if min_refresh_interval < MIN_REFRESH_FLOOR {
+                        tracing::warn!(given = ?min_refresh_interval, using = ?MIN_REFRESH_FLOOR, "tokenValidators jwks: minRefreshInterval is below the floor; using the floor");
+                        min_refresh_interval = MIN_REFRESH_FLOOR;
+                    }
+                }
                 "requestTimeout" => {
                     request_timeout = duration(value)?;
                     if request_timeout.is_zero() {

@@ -223,6 +223,18 @@ pub fn precheck(token: &str, now: OffsetDateTime, leeway: Duration) -> Result<To
     Ok(facts)
 }
 
+/// A Kubernetes object name: a DNS-1123 subdomain (at most 253 characters of lowercase
+/// letters, digits, `-` and `.`, beginning and ending with a letter or digit).
+pub fn is_dns1123_subdomain(name: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 253
+        && alnum(bytes[0])
+        && alnum(bytes[bytes.len() - 1])
+        && bytes.iter().all(|&b| alnum(b) || b == b'-' || b == b'.')
+}
+
 /// Splits `system:serviceaccount:<ns>:<sa>`.
 pub fn service_account_of(username: &str) -> Result<(&str, &str), Error> {
     let parts: Vec<&str> = username.split(':').collect();
@@ -401,6 +413,13 @@ impl KubernetesValidator {
         else {
             return default_trust_domain();
         };
+        // The name goes into the request URL: only what Kubernetes allows as an object name.
+        if !is_dns1123_subdomain(config_name) {
+            return Err(denied(format!(
+                "the pod's {ANNOTATION_CONFIG} annotation {:?} is not a valid Configuration name (a DNS-1123 subdomain)",
+                config_name.chars().take(64).collect::<String>()
+            )));
+        }
         let data = cluster::get_configuration(
             &self.client,
             namespace,
@@ -606,6 +625,16 @@ mod tests {
         // An exp far in the future or past never overflows.
         let huge = jwt(serde_json::json!({"aud": "x", "exp": i64::MAX, "kubernetes.io": {"pod": pod}}));
         assert!(precheck(&huge, now, Duration::MAX).is_err());
+    }
+
+    #[test]
+    fn configuration_names_are_dns_1123_subdomains() {
+        for ok in ["appconfig", "app-config.v2", "a", &"a".repeat(253)] {
+            assert!(is_dns1123_subdomain(ok), "{ok}");
+        }
+        for bad in ["", "../secrets/x", "a/b", "App", "-a", "a-", "a b", "a?x=1", "%2e%2e", &"a".repeat(254)] {
+            assert!(!is_dns1123_subdomain(bad), "{bad}");
+        }
     }
 
     #[test]

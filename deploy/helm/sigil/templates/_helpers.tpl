@@ -75,6 +75,9 @@ Renders nothing.
 {{- if not .Values.jwt.enabled -}}
 {{- fail "oidc.enabled needs jwt.enabled: the OIDC server publishes the keys that sign JWT-SVIDs, and Sigil refuses --oidc-enabled without --jwt-enabled" -}}
 {{- end -}}
+{{- if not (or .Values.jwt.issuer .Values.oidc.allowedHosts) -}}
+{{- fail "oidc.enabled needs jwt.issuer (a fixed issuer URL) or oidc.allowedHosts (the host names the OIDC endpoint answers for): without either the issuer in the discovery document would follow each request's Host header, and Sigil refuses to start so in kubernetes mode" -}}
+{{- end -}}
 {{- if include "sigil.oidcTls" . -}}
 {{- if not .Values.oidc.tls.secretName -}}
 {{- fail "oidc.enabled serves HTTPS by default and needs oidc.tls.secretName: a kubernetes.io/tls Secret (tls.crt, tls.key) in the release namespace, e.g. from cert-manager; or set oidc.tls.enabled=false to serve plain HTTP behind a TLS-terminating proxy" -}}
