@@ -2,6 +2,7 @@
 //! variables (Dapr Sentry's names and defaults), plus the Dapr `Configuration` document,
 //! validated once at start. Nothing reads flags after [`ServeArgs::into_config`].
 
+use sigil_pki::clock::to_time;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -520,10 +521,6 @@ pub fn default_data_dir() -> PathBuf {
     PathBuf::from(".sigil")
 }
 
-fn to_time(d: Duration) -> time::Duration {
-    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
-}
-
 impl ServeArgs {
     /// Validates the flags and folds in the Dapr Configuration (`dapr_config`, already
     /// loaded by the caller for kubernetes mode; read from the file here in standalone).
@@ -691,7 +688,10 @@ impl ServeArgs {
             // client picks the Host header: without a fixed issuer or an allow-list, the
             // issuer in the discovery document would be whatever a caller (or a cache in
             // front) made it.
-            if self.mode == Mode::Kubernetes && oidc.allowed_hosts.is_empty() && self.jwt_issuer.is_none() {
+            if self.mode == Mode::Kubernetes
+                && oidc.allowed_hosts.is_empty()
+                && self.jwt_issuer.is_none()
+            {
                 return Err(Error::Config(
                     "--oidc-enabled in kubernetes mode needs --jwt-issuer (a fixed issuer URL) or --oidc-allowed-hosts (the host names the OIDC endpoint answers for); without either, the issuer would follow the request's Host header".into(),
                 ));
@@ -796,7 +796,10 @@ impl ServeArgs {
             crate::store::kubernetes::KEY_ISSUER_CERT,
             crate::store::kubernetes::KEY_ISSUER_KEY,
         ];
-        for (flag, p) in [("--jwt-key-filename", &key_path), ("--jwks-filename", &jwks_path)] {
+        for (flag, p) in [
+            ("--jwt-key-filename", &key_path),
+            ("--jwks-filename", &jwks_path),
+        ] {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             let same_file = ca_names.iter().any(|c| credentials_dir.join(c) == *p);
             if same_file || ca_names.contains(&name) {
@@ -1028,7 +1031,10 @@ mod tests {
         ] {
             assert!(parse_duration(huge).is_err(), "{huge:?} accepted");
         }
-        assert_eq!(parse_duration("106751d").unwrap(), Duration::from_secs(106_751 * 86_400));
+        assert_eq!(
+            parse_duration("106751d").unwrap(),
+            Duration::from_secs(106_751 * 86_400)
+        );
     }
 
     proptest::proptest! {
@@ -1199,7 +1205,10 @@ mod tests {
             .into_config(None)
             .unwrap_err()
             .to_string();
-            assert!(e.contains("collides with a CA file name"), "{flag} {name}: {e}");
+            assert!(
+                e.contains("collides with a CA file name"),
+                "{flag} {name}: {e}"
+            );
         }
 
         // TLS is on by default and needs its files.
@@ -1264,7 +1273,10 @@ mod tests {
             args(&v).into_config(Some(DaprConfiguration::default()))
         };
         let e = kube_oidc(&[]).unwrap_err().to_string();
-        assert!(e.contains("--jwt-issuer") && e.contains("--oidc-allowed-hosts"), "{e}");
+        assert!(
+            e.contains("--jwt-issuer") && e.contains("--oidc-allowed-hosts"),
+            "{e}"
+        );
         assert!(kube_oidc(&["--jwt-issuer", "https://issuer.example"]).is_ok());
         assert!(kube_oidc(&["--oidc-allowed-hosts", "issuer.example"]).is_ok());
         for bad in [

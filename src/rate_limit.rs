@@ -108,7 +108,10 @@ mod tests {
             assert!(l.check(&"a", t0).is_ok());
         }
         let wait = l.check(&"a", t0).unwrap_err();
-        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
         // Another caller is not affected.
         assert!(l.check(&"b", t0).is_ok());
         // Half a second later one more request is allowed, not two.

@@ -209,8 +209,7 @@ impl Watcher {
         let now = clock.now();
         match Authority::load(&files, now) {
             Ok(authority)
-                if !self.allow_root_replacement
-                    && !shares_a_root(&authority, &state.current()) =>
+                if !self.allow_root_replacement && !shares_a_root(&authority, &state.current()) =>
             {
                 metrics.ca_root_replacement_refused.inc();
                 metrics.reload_failures.inc();
@@ -250,7 +249,10 @@ impl Watcher {
 /// Whether the two CAs trust at least one root in common.
 fn shares_a_root(new: &Authority, current: &Authority) -> bool {
     let current = current.trust_bundle().roots();
-    new.trust_bundle().roots().iter().any(|r| current.contains(r))
+    new.trust_bundle()
+        .roots()
+        .iter()
+        .any(|r| current.contains(r))
 }
 
 /// Runs `watcher`'s [`Watcher::poll`] every `interval` until `shutdown` turns true.
@@ -318,8 +320,16 @@ mod tests {
     }
 
     /// Two polls: the change settles, then is judged.
-    async fn poll_twice(w: &mut Watcher, store: &FileStore, state: &CaState, m: &Metrics) -> PollOutcome {
-        assert_eq!(w.poll(store, state, &SystemClock, m).await, PollOutcome::Settling);
+    async fn poll_twice(
+        w: &mut Watcher,
+        store: &FileStore,
+        state: &CaState,
+        m: &Metrics,
+    ) -> PollOutcome {
+        assert_eq!(
+            w.poll(store, state, &SystemClock, m).await,
+            PollOutcome::Settling
+        );
         w.poll(store, state, &SystemClock, m).await
     }
 
@@ -377,7 +387,11 @@ mod tests {
         let state = started(&first);
         let metrics = Metrics::new();
         let mut w = Watcher::new();
-        for p in [store.ca_path(), store.issuer_cert_path(), store.issuer_key_path()] {
+        for p in [
+            store.ca_path(),
+            store.issuer_cert_path(),
+            store.issuer_key_path(),
+        ] {
             std::fs::remove_file(p).unwrap();
         }
         assert_eq!(

@@ -5,6 +5,7 @@
 //! [`crate::svid`] passed; a failed renewal keeps the previous certificate until it expires;
 //! an unreachable CA at start is retried with backoff, never turned into an exit.
 
+use sigil_pki::clock::to_time;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -254,10 +255,6 @@ fn jitter_sample() -> f64 {
 
 fn std_duration(d: time::Duration) -> Duration {
     Duration::try_from(d).unwrap_or(Duration::ZERO)
-}
-
-fn to_time(d: Duration) -> time::Duration {
-    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
 }
 
 impl SvidSource {

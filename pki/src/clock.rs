@@ -4,6 +4,12 @@
 use std::sync::Mutex;
 use time::{Duration, OffsetDateTime};
 
+/// A `std` duration (flags, configuration) as a `time` one, saturating: a duration too long
+/// for `time` becomes its largest, which every caller then bounds or adds with saturation.
+pub fn to_time(d: std::time::Duration) -> Duration {
+    Duration::try_from(d).unwrap_or(Duration::MAX)
+}
+
 /// A source of the current time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// The current time in UTC.

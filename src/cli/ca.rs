@@ -1,5 +1,6 @@
 //! `sigil ca`: create, import, inspect CA material and issue offline.
 
+use sigil_pki::clock::to_time;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -185,10 +186,6 @@ fn refuse_overwrite(store: &FileStore, force: bool) -> Result<(), Error> {
         )));
     }
     Ok(())
-}
-
-fn to_time(d: std::time::Duration) -> time::Duration {
-    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
 }
 
 /// Runs a `sigil ca` command.

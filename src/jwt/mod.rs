@@ -8,6 +8,7 @@
 //! added to the JWKS are left alone. The bookkeeping lives in the stored JWKS itself (see
 //! [`sigil_pki::JwksDocument`]), so restarts and replicas agree.
 
+use sigil_pki::clock::to_time;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -79,10 +80,6 @@ pub struct JwtState {
     fingerprint: RwLock<[u8; 32]>,
     settings: JwtSettings,
     clock_skew: time::Duration,
-}
-
-fn to_time(d: Duration) -> time::Duration {
-    time::Duration::try_from(d).unwrap_or(time::Duration::MAX)
 }
 
 /// SHA-256 over the stored key and JWKS, to notice changes.

@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::Error;
@@ -121,7 +121,9 @@ pub fn write_set(dir: &Path, files: &[SetFile<'_>]) -> Result<(), Error> {
     sync_dir(dir);
     // The previous version, only when it is one of ours (a `..` directory inside `dir`).
     if let Some(old) = previous.filter(|p| {
-        p.components().count() == 1 && p.to_string_lossy().starts_with("..") && *p != Path::new(&version_name)
+        p.components().count() == 1
+            && p.to_string_lossy().starts_with("..")
+            && *p != Path::new(&version_name)
     }) {
         let _ = fs::remove_dir_all(dir.join(old));
     }
@@ -163,15 +165,26 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         // A regular file from an older layout is taken over.
         fs::write(d.path().join("cert.pem"), b"old").unwrap();
-        write_set(d.path(), &[("cert.pem", b"c1", 0o644), ("key.pem", b"k1", 0o600)]).unwrap();
+        write_set(
+            d.path(),
+            &[("cert.pem", b"c1", 0o644), ("key.pem", b"k1", 0o600)],
+        )
+        .unwrap();
         let first = fs::read_link(d.path().join(DATA_LINK)).unwrap();
         assert_eq!(fs::read(d.path().join("cert.pem")).unwrap(), b"c1");
         assert_eq!(fs::read(d.path().join("key.pem")).unwrap(), b"k1");
-        assert_eq!(fs::metadata(d.path().join("key.pem")).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(d.path().join("key.pem")).unwrap().mode() & 0o777,
+            0o600
+        );
 
         // A reader holding the old version directory keeps a consistent pair while the new
         // one goes in; afterwards the old version is gone.
-        write_set(d.path(), &[("cert.pem", b"c2", 0o644), ("key.pem", b"k2", 0o600)]).unwrap();
+        write_set(
+            d.path(),
+            &[("cert.pem", b"c2", 0o644), ("key.pem", b"k2", 0o600)],
+        )
+        .unwrap();
         let second = fs::read_link(d.path().join(DATA_LINK)).unwrap();
         assert_ne!(first, second);
         assert!(!d.path().join(&first).exists());

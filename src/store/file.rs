@@ -141,6 +141,7 @@ impl CredentialStore for FileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
     use time::OffsetDateTime;
 
     fn files() -> CaFiles {

@@ -364,11 +364,7 @@ impl KubernetesStore {
 
     fn fill(secret: &mut Secret, files: &CaFiles) {
         let digest = ring::digest::digest(&ring::digest::SHA256, &files.ca_crt);
-        let hex: String = digest
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
         secret
             .metadata
             .annotations

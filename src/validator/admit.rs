@@ -47,13 +47,16 @@ impl Admission {
             )));
         }
         let in_control_plane_ns = *ns == self.control_plane_namespace;
-        if kind == ValidatorKind::Jwks && in_control_plane_ns && !self.jwks_in_control_plane_namespace
+        if kind == ValidatorKind::Jwks
+            && in_control_plane_ns
+            && !self.jwks_in_control_plane_namespace
         {
             return Err(Error::Denied(format!(
                 "a caller proven by a JWKS gets no identity in the control-plane namespace {ns}"
             )));
         }
-        if is_control_plane_id(app_id, ns, &self.control_plane_namespace) && !identity.control_plane {
+        if is_control_plane_id(app_id, ns, &self.control_plane_namespace) && !identity.control_plane
+        {
             return Err(Error::Denied(format!(
                 "{app_id} in namespace {ns} is a Dapr control-plane identity; it is issued only to a pod of that service (annotation dapr.io/control-plane in the control-plane namespace)"
             )));
@@ -86,9 +89,15 @@ mod tests {
 
     #[test]
     fn sentry_is_never_issued() {
-        for kind in [ValidatorKind::Insecure, ValidatorKind::Kubernetes, ValidatorKind::Jwks] {
+        for kind in [
+            ValidatorKind::Insecure,
+            ValidatorKind::Kubernetes,
+            ValidatorKind::Jwks,
+        ] {
             for ns in ["dapr-system", "default"] {
-                let e = rules(true).admit(kind, &ident(ns, "dapr-sentry", true)).unwrap_err();
+                let e = rules(true)
+                    .admit(kind, &ident(ns, "dapr-sentry", true))
+                    .unwrap_err();
                 assert!(matches!(e, Error::Denied(_)), "{kind:?} {ns}");
             }
         }
@@ -98,13 +107,17 @@ mod tests {
     fn control_plane_ids_need_the_proven_fact() {
         let r = rules(false);
         let k = ValidatorKind::Kubernetes;
-        assert!(r.admit(k, &ident("dapr-system", "dapr-operator", true)).is_ok());
+        assert!(r
+            .admit(k, &ident("dapr-system", "dapr-operator", true))
+            .is_ok());
         let e = r
             .admit(k, &ident("dapr-system", "dapr-operator", false))
             .unwrap_err()
             .to_string();
         assert!(e.contains("control-plane identity"), "{e}");
-        assert!(r.admit(k, &ident("dapr-system", "dapr-anything", false)).is_err());
+        assert!(r
+            .admit(k, &ident("dapr-system", "dapr-anything", false))
+            .is_err());
         // Outside the control-plane namespace a dapr- name is an ordinary app id.
         assert!(r.admit(k, &ident("shop", "dapr-operator", false)).is_ok());
         assert!(r.admit(k, &ident("dapr-system", "orders", false)).is_ok());
@@ -113,9 +126,17 @@ mod tests {
     #[test]
     fn jwks_callers_stay_out_of_the_control_plane_namespace() {
         let j = ValidatorKind::Jwks;
-        assert!(rules(false).admit(j, &ident("dapr-system", "orders", false)).is_err());
-        assert!(rules(false).admit(j, &ident("shop", "orders", false)).is_ok());
-        assert!(rules(true).admit(j, &ident("dapr-system", "orders", false)).is_ok());
-        assert!(rules(true).admit(j, &ident("dapr-system", "dapr-operator", false)).is_err());
+        assert!(rules(false)
+            .admit(j, &ident("dapr-system", "orders", false))
+            .is_err());
+        assert!(rules(false)
+            .admit(j, &ident("shop", "orders", false))
+            .is_ok());
+        assert!(rules(true)
+            .admit(j, &ident("dapr-system", "orders", false))
+            .is_ok());
+        assert!(rules(true)
+            .admit(j, &ident("dapr-system", "dapr-operator", false))
+            .is_err());
     }
 }

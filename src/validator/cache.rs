@@ -169,7 +169,9 @@ impl ValidationCache {
     fn evict_one(inner: &mut Inner, now: OffsetDateTime) {
         let before = inner.entries.len();
         let mono = Instant::now();
-        inner.entries.retain(|_, e| now < e.expires && mono < e.deadline);
+        inner
+            .entries
+            .retain(|_, e| now < e.expires && mono < e.deadline);
         if inner.entries.len() < before {
             return;
         }

@@ -192,7 +192,9 @@ pub fn read_token_facts(token: &str) -> Result<TokenFacts, Error> {
     };
     let has_audience = match claims.get("aud") {
         Some(serde_json::Value::String(a)) => !a.is_empty(),
-        Some(serde_json::Value::Array(a)) => a.iter().any(|v| v.as_str().is_some_and(|s| !s.is_empty())),
+        Some(serde_json::Value::Array(a)) => {
+            a.iter().any(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+        }
         _ => false,
     };
     Ok(TokenFacts {
@@ -212,7 +214,9 @@ pub fn read_token_facts(token: &str) -> Result<TokenFacts, Error> {
 pub fn precheck(token: &str, now: OffsetDateTime, leeway: Duration) -> Result<TokenFacts, Error> {
     let facts = read_token_facts(token)?;
     if facts.is_jwt && !facts.has_audience {
-        return Err(denied("the token has no audience; a projected service-account token for Sentry is required"));
+        return Err(denied(
+            "the token has no audience; a projected service-account token for Sentry is required",
+        ));
     }
     if let Some(exp) = facts.expires {
         let leeway = time::Duration::try_from(leeway).unwrap_or(time::Duration::MAX);
@@ -608,7 +612,11 @@ mod tests {
         }));
         let e = precheck(&expired, now, leeway).unwrap_err().to_string();
         assert!(e.contains("expired"), "{e}");
-        for aud in [serde_json::json!(null), serde_json::json!(""), serde_json::json!([])] {
+        for aud in [
+            serde_json::json!(null),
+            serde_json::json!(""),
+            serde_json::json!([]),
+        ] {
             let t = jwt(serde_json::json!({"aud": aud, "kubernetes.io": {"pod": pod}}));
             let e = precheck(&t, now, leeway).unwrap_err().to_string();
             assert!(e.contains("no audience"), "{e}");
@@ -623,7 +631,8 @@ mod tests {
         let bare = r#"{"kubernetes.io":{"pod":{"name":"p"}}}"#;
         assert!(precheck(bare, now, leeway).is_ok());
         // An exp far in the future or past never overflows.
-        let huge = jwt(serde_json::json!({"aud": "x", "exp": i64::MAX, "kubernetes.io": {"pod": pod}}));
+        let huge =
+            jwt(serde_json::json!({"aud": "x", "exp": i64::MAX, "kubernetes.io": {"pod": pod}}));
         assert!(precheck(&huge, now, Duration::MAX).is_err());
     }
 
@@ -632,7 +641,18 @@ mod tests {
         for ok in ["appconfig", "app-config.v2", "a", &"a".repeat(253)] {
             assert!(is_dns1123_subdomain(ok), "{ok}");
         }
-        for bad in ["", "../secrets/x", "a/b", "App", "-a", "a-", "a b", "a?x=1", "%2e%2e", &"a".repeat(254)] {
+        for bad in [
+            "",
+            "../secrets/x",
+            "a/b",
+            "App",
+            "-a",
+            "a-",
+            "a b",
+            "a?x=1",
+            "%2e%2e",
+            &"a".repeat(254),
+        ] {
             assert!(!is_dns1123_subdomain(bad), "{bad}");
         }
     }

@@ -71,7 +71,10 @@ impl std::fmt::Debug for Claims {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Claims")
             .field("id", &self.id)
-            .field("token", &format_args!("<{} bytes, redacted>", self.token.len()))
+            .field(
+                "token",
+                &format_args!("<{} bytes, redacted>", self.token.len()),
+            )
             .field("trust_domain", &self.trust_domain)
             .field("namespace", &self.namespace)
             .field("csr_present", &self.csr_present)

@@ -198,7 +198,8 @@ fn options_are_validated() {
     .unwrap();
     assert!(matches!(&o.source, SourceSpec::Inline(s) if s.keys.len() == 1));
     assert_eq!(o.min_refresh_interval, Duration::from_secs(60));
-    let floored = JwksOptions::from_spec(&spec(&[("source", "/x"), ("minRefreshInterval", "0s")])).unwrap();
+    let floored =
+        JwksOptions::from_spec(&spec(&[("source", "/x"), ("minRefreshInterval", "0s")])).unwrap();
     assert_eq!(floored.min_refresh_interval, MIN_REFRESH_FLOOR);
     assert_eq!(o.request_timeout, Duration::from_secs(5));
     let b64 = STANDARD.encode(&inline);
