@@ -128,9 +128,10 @@ pub mod spec_rules {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
     }
 
-    /// Namespace: a segment of at most 63 bytes.
+    /// Namespace: a segment of at most 253 bytes (Dapr's limit, which its suite checks with
+    /// a 253-character namespace; Kubernetes' own is 63).
     pub fn namespace(s: &str) -> bool {
-        segment(s) && s.len() <= 63
+        segment(s) && s.len() <= 253
     }
 
     /// Dapr app id: a segment without dots, at most 64 characters.
