@@ -284,8 +284,9 @@ pub struct ServeArgs {
     /// rotation that keeps the old root in `ca.crt` next to the new one is always accepted.
     #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, action = clap::ArgAction::Set)]
     pub allow_ca_root_replacement: bool,
-    /// Sigil: let callers proven by a JWKS get identities in the control-plane namespace
-    /// (never Dapr's control-plane identities, which a JWT cannot prove).
+    /// Sigil (kubernetes mode): let callers proven by a JWKS get identities in the
+    /// control-plane namespace (never Dapr's control-plane identities, which a JWT cannot
+    /// prove). Standalone, the control plane shares `default` with the apps: always allowed.
     #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, action = clap::ArgAction::Set)]
     pub jwks_allow_control_plane_namespace: bool,
     /// Sigil: signing requests one client address may send per second, sustained (0 turns

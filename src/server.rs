@@ -433,7 +433,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
         control_plane_namespace: config.namespace.clone(),
         admission: crate::validator::admit::Admission {
             control_plane_namespace: config.namespace.clone(),
-            jwks_in_control_plane_namespace: config.jwks_allow_control_plane_namespace,
+            // Standalone, the control plane shares its namespace (`default`) with the apps.
+            jwks_in_control_plane_namespace: config.jwks_allow_control_plane_namespace
+                || config.mode == Mode::Standalone,
         },
         cluster_domain: config.cluster_domain.clone(),
         limiter: Arc::new(Semaphore::new(config.max_concurrent_requests)),

@@ -292,6 +292,36 @@ async fn control_plane_identity_rules() {
         err.message().contains("not a Dapr control-plane service"),
         "{err:?}"
     );
+
+    // A control-plane app id by annotation or pod name, without the control-plane
+    // annotation: an ordinary pod in the control-plane namespace cannot take it (nor its
+    // DNS names).
+    fake.add_pod(
+        CP_NS,
+        "impostor-0",
+        "impostor",
+        json!({"dapr.io/app-id": "dapr-operator"}),
+    );
+    let token = fake.token(&TokenSpec::for_pod(CP_NS, "impostor", "impostor-0"));
+    let err = denied_with(&server, request("dapr-operator", CP_NS, &token)).await;
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("control-plane identity"), "{err:?}");
+    fake.add_pod(CP_NS, "dapr-placement", "impostor", json!({}));
+    let token = fake.token(&TokenSpec::for_pod(CP_NS, "impostor", "dapr-placement"));
+    let err = denied_with(&server, request("dapr-placement", CP_NS, &token)).await;
+    assert!(err.message().contains("control-plane identity"), "{err:?}");
+
+    // dapr-sentry is the CA's own identity: never issued, even to a pod annotated as Sentry.
+    fake.add_pod(
+        CP_NS,
+        "dapr-sentry-0",
+        "dapr-sentry",
+        json!({"dapr.io/control-plane": "sentry"}),
+    );
+    let token = fake.token(&TokenSpec::for_pod(CP_NS, "dapr-sentry", "dapr-sentry-0"));
+    let err = denied_with(&server, request("dapr-sentry", CP_NS, &token)).await;
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("never issued"), "{err:?}");
     server.shutdown().await.unwrap();
 }
 
@@ -475,12 +505,14 @@ async fn common_checks_come_first_and_cost_no_api_call() {
     let err = denied_with(&server, request("orders", "shop", "")).await;
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("token is required"), "{err:?}");
+    // Garbage is refused by the local look at the token, before any TokenReview.
     let err = denied_with(&server, request("orders", "shop", "not-a-jwt")).await;
     assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("not a JWT"), "{err:?}");
     assert_eq!(
         fake.count("POST tokenreviews"),
-        1,
-        "only the last request reached the API server"
+        0,
+        "no request reached the API server"
     );
     server.shutdown().await.unwrap();
 }
@@ -651,7 +683,15 @@ async fn rotated_secret_is_served_and_copied_to_the_configmap() {
         .unwrap();
     let mut generation = server.state.subscribe();
     let params = sigil_pki::CaParams::new("cluster.local".parse().unwrap(), CP_NS.parse().unwrap());
-    let rotated = sigil_pki::Authority::generate(&params, time::OffsetDateTime::now_utc()).unwrap();
+    let mut rotated =
+        sigil_pki::Authority::generate(&params, time::OffsetDateTime::now_utc()).unwrap();
+    // A root rotation: the new root next to the one in force (an unrelated root alone is
+    // refused by the watcher; see the test below).
+    rotated.ca_crt = [
+        &rotated.ca_crt[..],
+        server.state.current().anchors_pem().as_bytes(),
+    ]
+    .concat();
     use base64::Engine;
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     fake.put(
@@ -679,6 +719,149 @@ async fn rotated_secret_is_served_and_copied_to_the_configmap() {
     assert_eq!(
         cm["data"]["ca.crt"].as_str().unwrap().as_bytes(),
         &rotated.ca_crt[..]
+    );
+    server.shutdown().await.unwrap();
+}
+
+// ---- the CA is never lost or silently replaced ------------------------------------------
+
+fn empty_secret(annotations: serde_json::Value) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+           "metadata": {"name": "dapr-trust-bundle", "namespace": CP_NS, "annotations": annotations}})
+}
+
+/// Polls `done` every 50 ms for at most 60 s (a safety valve, not a timing assertion).
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_emptied_secret_is_put_back_while_serving_and_refused_at_start() {
+    let fake = Fake::start().await;
+    let server = start_sigil(&fake, &["--reload-interval", "50ms"])
+        .await
+        .unwrap();
+    let anchors = server.state.current().anchors_pem().to_string();
+    let secret = fake.get(&secrets(CP_NS), "dapr-trust-bundle").unwrap();
+    let marker = secret["metadata"]["annotations"]["sigil.dev/ca-stored"]
+        .as_str()
+        .expect("Sigil marks the Secret it stores a CA in");
+    assert!(marker.starts_with("sha256:"), "{marker}");
+
+    // `helm upgrade --force`: the Secret is replaced by the chart's empty one. The running
+    // replica writes the CA in force back; nothing is generated.
+    fake.put(&secrets(CP_NS), empty_secret(json!({})));
+    eventually("the CA written back", || {
+        fake.get(&secrets(CP_NS), "dapr-trust-bundle")
+            .map(|s| s["data"]["ca.crt"].is_string())
+            .unwrap_or(false)
+    })
+    .await;
+    let secret = fake.get(&secrets(CP_NS), "dapr-trust-bundle").unwrap();
+    assert_eq!(secret_bytes(&secret, "ca.crt"), anchors.as_bytes());
+    assert_eq!(server.metrics.ca_material_lost.get(), 1);
+    assert_eq!(server.state.current().anchors_pem(), anchors);
+    server.shutdown().await.unwrap();
+
+    // Emptied again with no replica running: the ConfigMap still holds the anchors, so a
+    // start refuses instead of making a new root, and writes nothing.
+    fake.put(&secrets(CP_NS), empty_secret(json!({})));
+    let err = start_sigil(&fake, &[])
+        .await
+        .err()
+        .expect("start must fail")
+        .to_string();
+    assert!(err.contains("held CA material before"), "{err}");
+    assert!(
+        err.contains("ConfigMap") && err.contains("To restore"),
+        "{err}"
+    );
+    let secret = fake.get(&secrets(CP_NS), "dapr-trust-bundle").unwrap();
+    assert!(secret.get("data").is_none_or(|d| d.get("ca.crt").is_none()));
+
+    // The ConfigMap emptied too, but the Secret kept Sigil's annotation (an edit that dropped
+    // the data): still refused.
+    fake.put(
+        &configmaps(CP_NS),
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "dapr-trust-bundle", "namespace": CP_NS}, "data": {}}),
+    );
+    fake.put(
+        &secrets(CP_NS),
+        empty_secret(json!({"sigil.dev/ca-stored": marker})),
+    );
+    let err = start_sigil(&fake, &[])
+        .await
+        .err()
+        .expect("start must fail")
+        .to_string();
+    assert!(err.contains("annotation sigil.dev/ca-stored"), "{err}");
+
+    // Starting over on purpose, as the error explains: no annotation, no anchors left.
+    fake.put(&secrets(CP_NS), empty_secret(json!({})));
+    let fresh = start_sigil(&fake, &[]).await.unwrap();
+    assert_ne!(fresh.state.current().anchors_pem(), anchors);
+    fresh.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unrelated_root_is_not_swapped_in_while_serving() {
+    let fake = Fake::start().await;
+    let server = start_sigil(&fake, &["--reload-interval", "50ms"])
+        .await
+        .unwrap();
+    let anchors = server.state.current().anchors_pem().to_string();
+    let params = sigil_pki::CaParams::new("cluster.local".parse().unwrap(), CP_NS.parse().unwrap());
+    let stranger =
+        sigil_pki::Authority::generate(&params, time::OffsetDateTime::now_utc()).unwrap();
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    fake.put(
+        &secrets(CP_NS),
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+               "metadata": {"name": "dapr-trust-bundle", "namespace": CP_NS},
+               "data": {"ca.crt": b64(&stranger.ca_crt), "issuer.crt": b64(&stranger.issuer_crt),
+                        "issuer.key": b64(&stranger.issuer_key)}}),
+    );
+    let metrics = server.metrics.clone();
+    eventually("the refusal counted", || {
+        metrics.ca_root_replacement_refused.get() == 1
+    })
+    .await;
+    assert_eq!(server.state.current().anchors_pem(), anchors);
+    // Still signing with the CA in force.
+    let mut client = ca_client(&server).await;
+    app_pod(&fake, "shop", "orders-1", "orders", "orders");
+    let token = fake.token(&TokenSpec::for_pod("shop", "orders", "orders-1"));
+    let resp = client
+        .sign_certificate(request("orders", "shop", &token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.trust_chain_certificates[0], anchors.as_bytes());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_configmap_sigil_may_not_write_is_a_warning_not_a_failed_start() {
+    let fake = Fake::start().await;
+    fake.forbid("POST configmaps");
+    fake.forbid("PUT configmaps");
+    let server = start_sigil(&fake, &[]).await.unwrap();
+    assert!(server.metrics.trust_bundle_mirror_failures.get() >= 1);
+    assert!(fake.get(&configmaps(CP_NS), "dapr-trust-bundle").is_none());
+    // The CA is in the Secret and serving.
+    let secret = fake.get(&secrets(CP_NS), "dapr-trust-bundle").unwrap();
+    assert_eq!(
+        secret_bytes(&secret, "ca.crt"),
+        server.state.current().anchors_pem().as_bytes()
     );
     server.shutdown().await.unwrap();
 }

@@ -381,7 +381,12 @@ async fn issuer_rotation_under_load_fails_no_request() {
     let (c1, k1) = pki.issuer("issuer one");
     std::fs::write(creds.join("ca.crt"), &pki.root_pem).unwrap();
     write_issuer(&creds, &c1, &k1);
-    let server = harness::start(dir.path(), &[]).await;
+    let server = harness::start(
+        dir.path(),
+        // All the load comes from one address: the per-caller limits are not under test here.
+        &["--peer-rate-limit=0", "--identity-rate-limit=0"],
+    )
+    .await;
     let ca = pki.root_pem.clone().into_bytes();
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -488,4 +493,85 @@ async fn graceful_shutdown_finishes_and_stops_listening() {
         tokio::net::TcpStream::connect(addr).await.is_err(),
         "still listening after shutdown"
     );
+}
+
+#[tokio::test]
+async fn per_caller_rate_limits_answer_resource_exhausted() {
+    // By client address: a burst of 3, then about one a second.
+    let dir = tempfile::tempdir().unwrap();
+    let server = harness::start(
+        dir.path(),
+        &[
+            "--peer-rate-limit=0.5",
+            "--peer-rate-burst=3",
+            "--identity-rate-limit=0",
+        ],
+    )
+    .await;
+    let ca = std::fs::read(harness::creds(dir.path()).join("ca.crt")).unwrap();
+    let mut client = harness::client(&server, &ca).await;
+    let (_, csr) = harness::csr(&rcgen::PKCS_ED25519);
+    for i in 0..3 {
+        client
+            .sign_certificate(harness::request(&format!("app{i}"), "ns", &csr))
+            .await
+            .unwrap_or_else(|e| panic!("request {i} within the burst: {e:?}"));
+    }
+    let err = client
+        .sign_certificate(harness::request("app9", "ns", &csr))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("127.0.0.1") && err.message().contains("retry in"),
+        "{err:?}"
+    );
+    // Even a request that would be refused anyway is counted before any work is done.
+    let err = client
+        .sign_certificate(harness::request("", "ns", &csr))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    server.shutdown().await.unwrap();
+
+    // By proven identity: one app id is limited, another is not.
+    let dir = tempfile::tempdir().unwrap();
+    let server = harness::start(
+        dir.path(),
+        &[
+            "--peer-rate-limit=0",
+            "--identity-rate-limit=0.5",
+            "--identity-rate-burst=2",
+        ],
+    )
+    .await;
+    let ca = std::fs::read(harness::creds(dir.path()).join("ca.crt")).unwrap();
+    let mut client = harness::client(&server, &ca).await;
+    for _ in 0..2 {
+        client
+            .sign_certificate(harness::request("busy", "ns", &csr))
+            .await
+            .unwrap();
+    }
+    let err = client
+        .sign_certificate(harness::request("busy", "ns", &csr))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("ns/busy"), "{err:?}");
+    client
+        .sign_certificate(harness::request("quiet", "ns", &csr))
+        .await
+        .expect("another identity is not affected");
+    assert_eq!(
+        server
+            .metrics
+            .sign_failure
+            .get_or_create(&sigil::observe::ReasonLabel {
+                reason: "rate_limited".into()
+            })
+            .get(),
+        1
+    );
+    server.shutdown().await.unwrap();
 }

@@ -8,9 +8,10 @@
 //!   caller the validator showed to be that service ([`Identity::control_plane`]: for the
 //!   Kubernetes validator, a pod annotated `dapr.io/control-plane` in the control-plane
 //!   namespace). The DNS names such certificates carry follow that fact too.
-//! - A caller proven by a JWKS gets no identity in the control-plane namespace at all, unless
-//!   the operator allows it (`--jwks-allow-control-plane-namespace`); even then, never a
-//!   control-plane one, which a JWT cannot prove.
+//! - In kubernetes mode, a caller proven by a JWKS gets no identity in the control-plane
+//!   namespace at all, unless the operator allows it (`--jwks-allow-control-plane-namespace`);
+//!   even then, never a control-plane one, which a JWT cannot prove. (Standalone, the control
+//!   plane shares the `default` namespace with the apps, so only the last part applies.)
 
 use sigil_pki::Namespace;
 

@@ -73,6 +73,8 @@ struct State {
     silent: bool,
     review_audiences_override: Option<Vec<String>>,
     secret_write_gate: Option<(Arc<Barrier>, usize)>,
+    /// `"<METHOD> <resource>"` keys answered 403 (a grant the service account lacks).
+    forbidden: std::collections::HashSet<String>,
 }
 
 struct Shared {
@@ -283,6 +285,12 @@ impl Fake {
     /// same `resourceVersion`.
     pub fn gate_secret_writes(&self, n: usize) {
         self.shared.lock().secret_write_gate = Some((Arc::new(Barrier::new(n)), n));
+    }
+
+    /// Answers `"<METHOD> <resource>"` (e.g. `"PUT configmaps"`) with 403 Forbidden from now
+    /// on, as RBAC does for a missing grant.
+    pub fn forbid(&self, key: &str) {
+        self.shared.lock().forbidden.insert(key.to_string());
     }
 
     /// Requests seen, by `"<METHOD> <resource>"` or `"<METHOD> <resource> <code>"`.
@@ -498,7 +506,8 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
     let (fail, silent) = {
         let mut st = shared.lock();
         *st.counts.entry(key.clone()).or_default() += 1;
-        (st.fail_with, st.silent)
+        let fail = st.fail_with.or(st.forbidden.contains(&key).then_some(403));
+        (fail, st.silent)
     };
     if silent {
         std::future::pending::<()>().await;
