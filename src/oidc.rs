@@ -498,6 +498,14 @@ mod tests {
         assert_eq!(r.headers()["content-type"], "application/json");
         assert_eq!(r.headers()["cache-control"], CACHE_CONTROL);
         assert_eq!(r.headers()["vary"], "Host, X-Forwarded-Host");
+        // The cache lifetime that a new JWT key's publish delay is built on.
+        assert_eq!(
+            CACHE_CONTROL,
+            format!(
+                "public, max-age={}",
+                crate::jwt::JWKS_MAX_AGE.whole_seconds()
+            )
+        );
         let doc = body(r).await;
         assert_eq!(doc["issuer"], "https://issuer.example:8443/sentry");
         assert_eq!(

@@ -295,7 +295,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
                     config.policy.clock_skew,
                     &*clock,
                 )
-                .await?,
+                .await?
+                .with_publish_delay(crate::jwt::publish_delay(config.reload_interval)),
             );
             Some((jwt_store, state))
         }

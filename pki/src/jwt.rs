@@ -615,6 +615,9 @@ pub struct JwksDocument {
     signing_kid: Option<String>,
     /// kid -> Unix time after which tokens signed by that key have all expired.
     retired: BTreeMap<String, i64>,
+    /// kid -> Unix time Sigil first published that key (a key signs only once every
+    /// replica and every verifier's cache has had time to see it).
+    published: BTreeMap<String, i64>,
 }
 
 impl JwksDocument {
@@ -662,41 +665,44 @@ impl JwksDocument {
             .and_then(|m| m.get("signing_kid"))
             .and_then(Value::as_str)
             .map(str::to_owned);
-        let retired = meta
-            .and_then(|m| m.get("retired"))
-            .and_then(Value::as_object)
-            .map(|r| {
-                r.iter()
-                    .filter_map(|(k, v)| v.as_i64().map(|t| (k.clone(), t)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let times = |member: &str| -> BTreeMap<String, i64> {
+            meta.and_then(|m| m.get(member))
+                .and_then(Value::as_object)
+                .map(|r| {
+                    r.iter()
+                        .filter_map(|(k, v)| v.as_i64().map(|t| (k.clone(), t)))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
         Ok(Self {
             keys: keys.clone(),
             signing_kid,
-            retired,
+            retired: times("retired"),
+            published: times("published"),
         })
     }
 
     /// Whether the document carries Sigil's rotation bookkeeping, i.e. Sigil wrote it. A
     /// JWKS without it was written by a person (or by Dapr Sentry).
     pub fn kept_by_sigil(&self) -> bool {
-        self.signing_kid.is_some() || !self.retired.is_empty()
+        self.signing_kid.is_some() || !self.retired.is_empty() || !self.published.is_empty()
     }
 
     /// The stored form, with the bookkeeping.
     pub fn to_stored_json(&self) -> Vec<u8> {
         let mut m = Map::new();
         m.insert("keys".into(), Value::Array(self.keys.clone()));
-        if self.signing_kid.is_some() || !self.retired.is_empty() {
-            let retired: Map<String, Value> = self
-                .retired
-                .iter()
-                .map(|(k, t)| (k.clone(), Value::from(*t)))
-                .collect();
+        if self.kept_by_sigil() {
+            let times = |t: &BTreeMap<String, i64>| -> Map<String, Value> {
+                t.iter()
+                    .map(|(k, t)| (k.clone(), Value::from(*t)))
+                    .collect()
+            };
             m.insert(
                 META_MEMBER.into(),
-                json!({"signing_kid": self.signing_kid, "retired": retired}),
+                json!({"signing_kid": self.signing_kid, "retired": times(&self.retired),
+                       "published": times(&self.published)}),
             );
         }
         let mut out = serde_json::to_vec_pretty(&Value::Object(m)).unwrap_or_default();
@@ -742,6 +748,28 @@ impl JwksDocument {
         self.retired.get(kid).copied()
     }
 
+    /// When Sigil first published `kid` (Unix seconds), if it recorded it.
+    pub fn published_at(&self, kid: &str) -> Option<i64> {
+        self.published.get(kid).copied()
+    }
+
+    /// Publishes `key` without letting it sign yet, recording when (once). Returns whether
+    /// the document changed. See [`JwksDocument::publish`] for the switch.
+    pub fn announce(&mut self, key: &JwtSigningKey, now: OffsetDateTime) -> bool {
+        let before = self.clone();
+        let kid = key.kid().to_owned();
+        match self.position(&kid) {
+            Some(i) if PublicParams::from_json(&self.keys[i]).as_ref() == Some(&key.public) => {}
+            Some(i) => {
+                self.keys[i] = key.public_jwk();
+                self.published.insert(kid.clone(), now.unix_timestamp());
+            }
+            None => self.keys.push(key.public_jwk()),
+        }
+        self.published.entry(kid).or_insert(now.unix_timestamp());
+        *self != before
+    }
+
     /// Whether `key` is published: a JWK with its kid and the same public key.
     pub fn contains(&self, key: &JwtSigningKey) -> bool {
         self.position(key.kid())
@@ -764,11 +792,7 @@ impl JwksDocument {
     pub fn publish(&mut self, key: &JwtSigningKey, now: OffsetDateTime, retain: Duration) -> bool {
         let before = self.clone();
         let kid = key.kid().to_owned();
-        match self.position(&kid) {
-            Some(i) if PublicParams::from_json(&self.keys[i]).as_ref() == Some(&key.public) => {}
-            Some(i) => self.keys[i] = key.public_jwk(),
-            None => self.keys.push(key.public_jwk()),
-        }
+        self.announce(key, now);
         if let Some(old) = self.signing_kid.take() {
             if old != kid && self.position(&old).is_some() {
                 let until = now.saturating_add(retain).unix_timestamp();
@@ -798,6 +822,7 @@ impl JwksDocument {
         // Bookkeeping for keys a person already removed is dropped too.
         let present: Vec<String> = self.kids().into_iter().map(str::to_owned).collect();
         self.retired.retain(|kid, _| present.contains(kid));
+        self.published.retain(|kid, _| present.contains(kid));
         expired
     }
 }

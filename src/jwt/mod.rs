@@ -4,7 +4,12 @@
 //! Rotation rule: when the stored signing key changes, the new public key is written to
 //! the JWKS (and the store has returned, so it is published) *before* the first token is
 //! signed with it; the previous key stays in the JWKS until every token it signed has
-//! expired (`--jwt-ttl` plus the allowed clock skew), then it is removed. Keys that a person
+//! expired (`--jwt-ttl` plus the allowed clock skew), then it is removed. With several
+//! replicas and caching verifiers, "published" means more than "written": a running replica
+//! keeps signing with the key it has until the new one has been in the stored JWKS for the
+//! publish delay (the OIDC `max-age` plus two reload intervals, so every replica's OIDC
+//! endpoint serves it and every cache has refreshed); the time of first publication is part
+//! of the stored bookkeeping, so replicas agree on it. Keys that a person
 //! added to the JWKS are left alone. The bookkeeping lives in the stored JWKS itself (see
 //! [`sigil_pki::JwksDocument`]), so restarts and replicas agree.
 
@@ -80,6 +85,16 @@ pub struct JwtState {
     fingerprint: RwLock<[u8; 32]>,
     settings: JwtSettings,
     clock_skew: time::Duration,
+    publish_delay: time::Duration,
+}
+
+/// How long verifiers may cache the JWKS (the OIDC endpoint's `Cache-Control: max-age`).
+pub const JWKS_MAX_AGE: time::Duration = time::Duration::seconds(300);
+
+/// How long a new signing key is published before it signs: the verifiers' cache lifetime
+/// plus two store polls (one for every replica to see the key, one to spare).
+pub fn publish_delay(reload_interval: Duration) -> time::Duration {
+    JWKS_MAX_AGE.saturating_add(to_time(reload_interval).saturating_mul(2))
 }
 
 /// SHA-256 over the stored key and JWKS, to notice changes.
@@ -119,6 +134,13 @@ impl JwtState {
     fn replace(&self, active: ActiveJwt, fp: [u8; 32]) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(active);
         *self.fingerprint.write().unwrap_or_else(|e| e.into_inner()) = fp;
+    }
+
+    /// Makes a changed key wait `delay` after its first publication before it signs (zero:
+    /// at once, once written).
+    pub fn with_publish_delay(mut self, delay: time::Duration) -> Self {
+        self.publish_delay = delay;
+        self
     }
 
     /// The settings in force.
@@ -273,6 +295,7 @@ pub async fn load_or_generate(
         fingerprint: RwLock::new(fp),
         settings: settings.clone(),
         clock_skew,
+        publish_delay: time::Duration::ZERO,
     })
 }
 
@@ -285,6 +308,9 @@ pub enum JwtPollOutcome {
     Settling,
     /// The new key or key set is in force.
     Reloaded,
+    /// A new signing key is published; the previous key signs until the publish delay has
+    /// passed.
+    Publishing,
     /// The change is unusable; the previous key keeps signing.
     Rejected(String),
     /// The store could not be read or written; nothing changed.
@@ -296,6 +322,8 @@ pub enum JwtPollOutcome {
 pub struct JwtWatcher {
     pending: Option<[u8; 32]>,
     rejected: Option<[u8; 32]>,
+    // A new key that is published and waits for the publish delay, and when it may sign.
+    publishing: Option<(Arc<JwtSigningKey>, time::OffsetDateTime)>,
 }
 
 impl JwtWatcher {
@@ -324,6 +352,12 @@ impl JwtWatcher {
         let now = clock.now();
         if fp == state.current_fingerprint() || Some(fp) == self.rejected {
             self.pending = None;
+            if let Some((key, ready)) = self.publishing.clone() {
+                if now >= ready {
+                    return self.start_signing(store, state, key, &key_pem, now).await;
+                }
+                return JwtPollOutcome::Publishing;
+            }
             return self.prune_expired(store, state, &key_pem, now).await;
         }
         if self.pending != Some(fp) {
@@ -351,6 +385,47 @@ impl JwtWatcher {
             },
             None => current.document.clone(),
         };
+        let new_key =
+            key.kid() != current.key.kid() || key.thumbprint() != current.key.thumbprint();
+        if new_key && !state.publish_delay.is_zero() {
+            // Publish now, sign later: the previous key keeps signing meanwhile.
+            let changed = document.announce(&key, now);
+            let jwks_bytes = if changed || files.jwks_json.is_none() {
+                let bytes = document.to_stored_json();
+                if let Err(e) = store.store_jwks(&bytes).await {
+                    return JwtPollOutcome::StoreProblem(e.to_string());
+                }
+                bytes
+            } else {
+                files.jwks_json.clone().unwrap_or_default()
+            };
+            let since = document
+                .published_at(key.kid())
+                .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+                .unwrap_or(now);
+            let ready = since.saturating_add(state.publish_delay);
+            tracing::info!(
+                old_kid = current.key.kid(),
+                new_kid = key.kid(),
+                signs_from = %ready,
+                "new JWT signing key published; the current key signs until every replica and verifier cache has seen it"
+            );
+            state.replace(
+                ActiveJwt::new(current.key.clone(), document),
+                fingerprint(&JwtFiles {
+                    key_pem: Some(key_pem.clone()),
+                    jwks_json: Some(jwks_bytes),
+                }),
+            );
+            self.publishing = Some((Arc::new(key), ready));
+            self.rejected = None;
+            return if now >= ready {
+                self.poll_ready(store, state, &key_pem, now).await
+            } else {
+                JwtPollOutcome::Publishing
+            };
+        }
+        self.publishing = None;
         let changed = document.publish(&key, now, state.retain());
         let pruned = document.prune(now);
         let jwks_bytes = if changed || !pruned.is_empty() || files.jwks_json.is_none() {
@@ -385,6 +460,50 @@ impl JwtWatcher {
         }
         state.replace(ActiveJwt::new(Arc::new(key), document), new_fp);
         self.rejected = None;
+        JwtPollOutcome::Reloaded
+    }
+
+    async fn poll_ready(
+        &mut self,
+        store: &dyn JwtKeyStore,
+        state: &JwtState,
+        key_pem: &Zeroizing<Vec<u8>>,
+        now: time::OffsetDateTime,
+    ) -> JwtPollOutcome {
+        match self.publishing.clone() {
+            Some((key, _)) => self.start_signing(store, state, key, key_pem, now).await,
+            None => JwtPollOutcome::Unchanged,
+        }
+    }
+
+    /// The publish delay of `key` has passed: it becomes the signing key (recorded in the
+    /// stored JWKS), the previous one is retired.
+    async fn start_signing(
+        &mut self,
+        store: &dyn JwtKeyStore,
+        state: &JwtState,
+        key: Arc<JwtSigningKey>,
+        key_pem: &Zeroizing<Vec<u8>>,
+        now: time::OffsetDateTime,
+    ) -> JwtPollOutcome {
+        let current = state.current();
+        let mut document = current.document.clone();
+        document.publish(&key, now, state.retain());
+        let bytes = document.to_stored_json();
+        if let Err(e) = store.store_jwks(&bytes).await {
+            return JwtPollOutcome::StoreProblem(e.to_string());
+        }
+        tracing::info!(
+            old_kid = current.key.kid(),
+            new_kid = key.kid(),
+            "JWT signing key changed; the new key has been published for the publish delay and now signs, the old one stays published until its tokens expire"
+        );
+        let fp = fingerprint(&JwtFiles {
+            key_pem: Some(key_pem.clone()),
+            jwks_json: Some(bytes),
+        });
+        state.replace(ActiveJwt::new(key, document), fp);
+        self.publishing = None;
         JwtPollOutcome::Reloaded
     }
 
@@ -591,6 +710,75 @@ mod tests {
             JwtPollOutcome::Rejected(_)
         ));
         assert_eq!(state.current().key.kid(), new_key.kid());
+    }
+
+    #[tokio::test]
+    async fn a_new_key_signs_only_after_the_publish_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), Some(JwsAlgorithm::Es256));
+        let store = FileJwtStore::new(&s.key_path, &s.jwks_path);
+        let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+        let delay = publish_delay(Duration::from_secs(2));
+        assert_eq!(delay, time::Duration::seconds(304));
+        let state = load_or_generate(&store, &s, time::Duration::minutes(15), &clock)
+            .await
+            .unwrap()
+            .with_publish_delay(delay);
+        let old_kid = state.current().key.kid().to_string();
+        let mut w = JwtWatcher::new();
+        let new_key = JwtSigningKey::generate(JwsAlgorithm::Es256).unwrap();
+        crate::store::atomic::write_file(&s.key_path, new_key.to_pem().as_bytes(), 0o600).unwrap();
+        assert_eq!(
+            w.poll(&store, &state, &clock).await,
+            JwtPollOutcome::Settling
+        );
+        assert_eq!(
+            w.poll(&store, &state, &clock).await,
+            JwtPollOutcome::Publishing
+        );
+        // Published (on disk and served), not signing.
+        assert_eq!(
+            jwks_kids(&s.jwks_path),
+            vec![old_kid.clone(), new_key.kid().to_string()]
+        );
+        assert_eq!(
+            state.current().document.kids(),
+            vec![old_kid.as_str(), new_key.kid()]
+        );
+        assert_eq!(state.current().key.kid(), old_kid);
+        clock.advance(delay - time::Duration::seconds(1));
+        assert_eq!(
+            w.poll(&store, &state, &clock).await,
+            JwtPollOutcome::Publishing
+        );
+        assert_eq!(state.current().key.kid(), old_kid);
+
+        // A second replica (a fresh watcher on the same store) agrees on the time.
+        let other = load_or_generate(&store, &s, time::Duration::minutes(15), &clock)
+            .await
+            .unwrap()
+            .with_publish_delay(delay);
+        let stored = JwksDocument::parse(&std::fs::read(&s.jwks_path).unwrap()).unwrap();
+        let first = stored.published_at(new_key.kid()).unwrap();
+        drop(other);
+
+        clock.advance(time::Duration::seconds(1));
+        assert_eq!(
+            w.poll(&store, &state, &clock).await,
+            JwtPollOutcome::Reloaded
+        );
+        assert_eq!(state.current().key.kid(), new_key.kid());
+        let stored = JwksDocument::parse(&std::fs::read(&s.jwks_path).unwrap()).unwrap();
+        assert_eq!(stored.signing_kid(), Some(new_key.kid()));
+        assert_eq!(stored.published_at(new_key.kid()), Some(first));
+        assert!(
+            stored.retired_until(&old_kid).is_some(),
+            "the old key is retired, still published"
+        );
+        assert_eq!(
+            w.poll(&store, &state, &clock).await,
+            JwtPollOutcome::Unchanged
+        );
     }
 
     #[tokio::test]
