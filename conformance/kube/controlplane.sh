@@ -10,7 +10,8 @@
 # `start` takes the binaries from $CONTROLPLANE_BIN (default: target/controlplane of the
 # repository). STATEDIR/env has ETCD_PID, ETCD_PORT, APISERVER_PID, APISERVER_PORT, KUBECONFIG
 # and READY_SECONDS, in shell syntax.
-# Logs: STATEDIR/etcd.log, STATEDIR/kube-apiserver.log.
+# Logs: STATEDIR/etcd.log, STATEDIR/kube-apiserver.log, and the API audit log
+# STATEDIR/audit.log (every request at Metadata level: user, verb, resource, response code).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -134,7 +135,7 @@ cmd_start() {
 	state="$(cd "$state" && pwd)"
 	[[ -f "$state/env" ]] && die "$state/env exists: stop the running control plane first"
 	local t0=$SECONDS
-	rm -rf "$state/pki" "$state/etcd-data" "$state/apiserver-certs"
+	rm -rf "$state/pki" "$state/etcd-data" "$state/apiserver-certs" "$state/audit.log"
 	make_pki "$state/pki"
 
 	local etcd_port etcd_peer api_port
@@ -161,6 +162,15 @@ cmd_start() {
 	fi
 
 	local p="$state/pki"
+	# Every request at Metadata level (user, verb, resource, name, response code), written
+	# before the response is sent: the tests read Sigil's API calls from it.
+	cat >"$state/audit-policy.yaml" <<'EOF'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+EOF
 	setsid "$bin/kube-apiserver" \
 		--bind-address=127.0.0.1 \
 		--advertise-address=127.0.0.1 \
@@ -179,6 +189,9 @@ cmd_start() {
 		--endpoint-reconciler-type=none \
 		--allow-privileged=false \
 		--profiling=false \
+		--audit-policy-file="$state/audit-policy.yaml" \
+		--audit-log-path="$state/audit.log" \
+		--audit-log-mode=blocking \
 		</dev/null >"$state/kube-apiserver.log" 2>&1 &
 	local api_pid=$!
 	printf 'APISERVER_PID=%s\nAPISERVER_PORT=%s\nKUBECONFIG=%s\n' \

@@ -1,0 +1,649 @@
+//! Kubernetes mode against a real kube-apiserver and etcd (`conformance/kube/controlplane.sh`),
+//! through the real `kube` client. Sigil runs with a TokenRequest token of the chart's
+//! ServiceAccount and exactly the RBAC objects of `deploy/manifests/sigil.yaml`; callers
+//! present TokenRequest tokens bound to Pods (API objects on a Node object; nothing runs).
+//!
+//! Ignored by default: they need a running control plane. With one:
+//!
+//! ```sh
+//! conformance/kube/controlplane.sh build target/controlplane
+//! conformance/kube/controlplane.sh start target/kube-state
+//! SIGIL_KUBE_STATEDIR=target/kube-state cargo test --test kube_apiserver -- --ignored
+//! conformance/kube/controlplane.sh stop target/kube-state
+//! ```
+//!
+//! Run with `--ignored` and without `SIGIL_KUBE_STATEDIR`, every test fails.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::Client;
+use serde_json::{json, Value};
+use sigil::server::RunningServer;
+use support::{ca_client, request, sentry_audience, start_sigil_for, CP_NS};
+use tonic::Code;
+use x509_parser::extensions::GeneralName;
+
+/// The chart rendered with defaults: Sigil's ServiceAccount, RBAC and trust-bundle objects.
+const MANIFEST: &str = include_str!("../deploy/manifests/sigil.yaml");
+/// Sigil's ServiceAccount in the manifest.
+const SIGIL_SA: &str = "dapr-sentry";
+/// The Node the test Pods are bound to.
+const NODE: &str = "sigil-test-node";
+/// Field manager of everything the tests apply.
+const MANAGER: &str = "sigil-kube-apiserver-tests";
+
+/// The control plane's state directory, or a failed test.
+fn statedir() -> PathBuf {
+    let dir = std::env::var_os("SIGIL_KUBE_STATEDIR").expect(
+        "SIGIL_KUBE_STATEDIR is not set: start the control plane with \
+         `conformance/kube/controlplane.sh start DIR` and set SIGIL_KUBE_STATEDIR=DIR",
+    );
+    let dir = PathBuf::from(dir);
+    assert!(
+        dir.join("admin.kubeconfig").is_file(),
+        "no admin.kubeconfig in {}: is the control plane started?",
+        dir.display()
+    );
+    dir
+}
+
+async fn admin_client(statedir: &Path) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(statedir.join("admin.kubeconfig"))
+        .expect("admin kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("admin kubeconfig is usable");
+    Client::try_from(config).expect("admin client")
+}
+
+fn ssa() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+/// Server-side apply of `obj` (idempotent, so concurrent tests may all apply the shared
+/// objects).
+async fn apply(client: &Client, ar: &ApiResource, namespaced: bool, obj: Value) {
+    let name = obj["metadata"]["name"].as_str().expect("name").to_string();
+    let api: Api<DynamicObject> = if namespaced {
+        let ns = obj["metadata"]["namespace"].as_str().expect("namespace");
+        Api::namespaced_with(client.clone(), ns, ar)
+    } else {
+        Api::all_with(client.clone(), ar)
+    };
+    api.patch(&name, &ssa(), &Patch::Apply(&obj))
+        .await
+        .unwrap_or_else(|e| panic!("apply {} {name}: {e}", ar.kind));
+}
+
+/// The kinds of the manifest this file applies: everything Sigil's grants and its store are
+/// made of. The Deployment, Service and PodDisruptionBudget need controllers or a kubelet to
+/// mean anything and are left out; Sigil runs in the test process instead.
+fn applied_kind(kind: &str) -> Option<(&'static str, &'static str, &'static str, bool)> {
+    // (group, version, plural, namespaced)
+    Some(match kind {
+        "ServiceAccount" => ("", "v1", "serviceaccounts", true),
+        "Secret" => ("", "v1", "secrets", true),
+        "ConfigMap" => ("", "v1", "configmaps", true),
+        "ClusterRole" => ("rbac.authorization.k8s.io", "v1", "clusterroles", false),
+        "ClusterRoleBinding" => ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", false),
+        "Role" => ("rbac.authorization.k8s.io", "v1", "roles", true),
+        "RoleBinding" => ("rbac.authorization.k8s.io", "v1", "rolebindings", true),
+        _ => return None,
+    })
+}
+
+fn configuration_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("dapr.io", "v1alpha1", "Configuration"),
+        "configurations",
+    )
+}
+
+/// A namespace (idempotent).
+async fn namespace(client: &Client, name: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    api.patch(
+        name,
+        &ssa(),
+        &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("namespace {name}: {e}"));
+}
+
+/// The shared part of every test: Sigil's namespace and the manifest's objects, the Dapr
+/// `Configuration` CRD with Sentry's `daprsystem` (1 h workload certificates), and a Node.
+async fn cluster_setup(client: &Client) {
+    namespace(client, CP_NS).await;
+    let mut applied = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(MANIFEST) {
+        let obj: Value = match serde::Deserialize::deserialize(doc) {
+            Ok(Value::Null) => continue,
+            Ok(v) => v,
+            Err(e) => panic!("deploy/manifests/sigil.yaml: {e}"),
+        };
+        let kind = obj["kind"].as_str().expect("kind").to_string();
+        let Some((group, version, plural, namespaced)) = applied_kind(&kind) else {
+            continue;
+        };
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(group, version, &kind),
+            plural,
+        );
+        apply(client, &ar, namespaced, obj).await;
+        applied.push(kind);
+    }
+    for kind in ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
+        assert!(applied.iter().any(|k| k == kind), "the manifest has no {kind}");
+    }
+
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "configurations.dapr.io"},
+        "spec": {
+            "group": "dapr.io",
+            "scope": "Namespaced",
+            "names": {"kind": "Configuration", "listKind": "ConfigurationList",
+                      "plural": "configurations", "singular": "configuration"},
+            "versions": [{
+                "name": "v1alpha1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+                }}}
+            }]
+        }
+    }))
+    .unwrap();
+    crds.patch("configurations.dapr.io", &ssa(), &Patch::Apply(&crd))
+        .await
+        .expect("apply the Configuration CRD");
+    // Established: the API server serves the new resource.
+    let mut established = false;
+    for _ in 0..100 {
+        let crd = crds.get("configurations.dapr.io").await.expect("get CRD");
+        let conditions = crd.status.and_then(|s| s.conditions).unwrap_or_default();
+        if conditions
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+        {
+            established = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(established, "the Configuration CRD never became Established");
+    configuration(
+        client,
+        CP_NS,
+        "daprsystem",
+        json!({"mtls": {"enabled": true, "workloadCertTTL": "1h", "controlPlaneTrustDomain": "cluster.local"}}),
+    )
+    .await;
+
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes
+        .patch(
+            NODE,
+            &ssa(),
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE}})),
+        )
+        .await
+        .expect("apply the Node");
+}
+
+/// A Dapr `Configuration` (idempotent). Right after the CRD is established the API server
+/// may still answer 404 for its resource for a moment: retried.
+async fn configuration(client: &Client, ns: &str, name: &str, spec: Value) {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &configuration_resource());
+    let obj = json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Configuration",
+                     "metadata": {"name": name, "namespace": ns}, "spec": spec});
+    let mut last = None;
+    for _ in 0..50 {
+        match api.patch(name, &ssa(), &Patch::Apply(&obj)).await {
+            Ok(_) => return,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("Configuration {ns}/{name}: {last:?}");
+}
+
+/// A TokenRequest token of `ns/sa`, bound to `pod` (name and UID) when given.
+async fn token(
+    client: &Client,
+    ns: &str,
+    sa: &str,
+    audience: &str,
+    pod: Option<&Pod>,
+) -> Result<String, kube::Error> {
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![audience.to_string()],
+            expiration_seconds: Some(3600),
+            bound_object_ref: pod.map(|p| BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: p.metadata.name.clone(),
+                uid: p.metadata.uid.clone(),
+            }),
+        },
+        ..Default::default()
+    };
+    let answer = api
+        .create_token_request(sa, &PostParams::default(), &request)
+        .await?;
+    Ok(answer.status.expect("TokenRequest status").token)
+}
+
+/// A kubeconfig for the API server of the admin kubeconfig, authenticating with `token`.
+fn token_kubeconfig(statedir: &Path, token: &str, out: &Path) {
+    let admin: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(statedir.join("admin.kubeconfig")).expect("admin kubeconfig"),
+    )
+    .expect("admin kubeconfig is YAML");
+    let cluster = &admin["clusters"][0]["cluster"];
+    let kubeconfig = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "loopback", "cluster": {
+            "server": cluster["server"],
+            "certificate-authority-data": cluster["certificate-authority-data"],
+        }}],
+        "users": [{"name": "sigil", "user": {"token": token}}],
+        "contexts": [{"name": "sigil", "context": {"cluster": "loopback", "user": "sigil"}}],
+        "current-context": "sigil",
+    });
+    std::fs::write(out, serde_json::to_vec_pretty(&kubeconfig).unwrap()).expect("write kubeconfig");
+}
+
+/// One test's world: the shared setup, a namespace of its own with the service accounts it
+/// names, and Sigil running as the chart's ServiceAccount with the chart's flags.
+struct Env {
+    admin: Client,
+    ns: String,
+    sigil: RunningServer,
+    _dir: tempfile::TempDir,
+}
+
+impl Env {
+    async fn new(test: &str, service_accounts: &[&str]) -> Env {
+        let statedir = statedir();
+        let admin = admin_client(&statedir).await;
+        cluster_setup(&admin).await;
+        let ns = format!("kt-{test}");
+        namespace(&admin, &ns).await;
+        let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
+        for sa in service_accounts {
+            sas.patch(
+                sa,
+                &ssa(),
+                &Patch::Apply(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                                     "metadata": {"name": sa, "namespace": ns}})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("service account {sa}: {e}"));
+        }
+        // Sigil's credentials: a token of its ServiceAccount for the API server's own
+        // audience (the default of a TokenRequest is the API server's audience, as a projected
+        // token of a real pod).
+        let api_audience = "https://kubernetes.default.svc.cluster.local";
+        let sigil_token = token(&admin, CP_NS, SIGIL_SA, api_audience, None)
+            .await
+            .expect("token for Sigil's ServiceAccount");
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("sigil.kubeconfig");
+        token_kubeconfig(&statedir, &sigil_token, &kubeconfig);
+        let flags = chart_flags();
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let sigil = start_sigil_for(&kubeconfig, &flags)
+            .await
+            .expect("Sigil starts against the real API server with the chart's grants");
+        Env {
+            admin,
+            ns,
+            sigil,
+            _dir: dir,
+        }
+    }
+
+    /// A Pod in this test's namespace, bound to the Node, as `sa`, with `annotations`.
+    async fn pod(&self, name: &str, sa: &str, annotations: Value) -> Pod {
+        let pods: Api<Pod> = Api::namespaced(self.admin.clone(), &self.ns);
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": self.ns, "annotations": annotations},
+            "spec": {
+                "serviceAccountName": sa,
+                "nodeName": NODE,
+                "containers": [{"name": "app", "image": "registry.example/shop/app:1.0"}],
+            }
+        }))
+        .unwrap();
+        pods.create(&PostParams::default(), &pod)
+            .await
+            .unwrap_or_else(|e| panic!("create pod {name}: {e}"))
+    }
+
+    async fn token(&self, sa: &str, audience: &str, pod: Option<&Pod>) -> String {
+        token(&self.admin, &self.ns, sa, audience, pod)
+            .await
+            .unwrap_or_else(|e| panic!("token for {sa}: {e}"))
+    }
+
+    async fn sign(&self, id: &str, ns: &str, token: &str) -> Result<Vec<String>, tonic::Status> {
+        let resp = ca_client(&self.sigil)
+            .await
+            .sign_certificate(request(id, ns, token))
+            .await?
+            .into_inner();
+        let (_, pem) = x509_parser::pem::parse_x509_pem(&resp.workload_certificate).unwrap();
+        let cert = pem.parse_x509().unwrap();
+        let validity = cert.validity();
+        // workloadCertTTL 1h from daprsystem (read through the CRD), backdated by 15 min.
+        assert_eq!(
+            validity.not_after.timestamp() - validity.not_before.timestamp(),
+            3600 + 15 * 60,
+            "the daprsystem Configuration's workloadCertTTL"
+        );
+        let mut uris = Vec::new();
+        if let Ok(Some(san)) = cert.subject_alternative_name() {
+            for name in &san.value.general_names {
+                if let GeneralName::URI(u) = name {
+                    uris.push(u.to_string());
+                }
+            }
+        }
+        Ok(uris)
+    }
+
+    async fn denied(&self, id: &str, ns: &str, token: &str, why: &str) -> tonic::Status {
+        match self.sign(id, ns, token).await {
+            Ok(uris) => panic!("{why}: issued {uris:?}"),
+            Err(status) => {
+                assert_eq!(status.code(), Code::PermissionDenied, "{why}: {status:?}");
+                status
+            }
+        }
+    }
+
+    async fn finish(self) {
+        let namespaces: Api<Namespace> = Api::all(self.admin.clone());
+        // Without a controller-manager the namespace stays Terminating; its name is unique
+        // to the test, and the next start of the control plane begins from an empty etcd.
+        let _ = namespaces.delete(&self.ns, &DeleteParams::default()).await;
+        self.sigil.shutdown().await.unwrap();
+    }
+}
+
+/// `sigil serve` flags of the manifest's Deployment that decide validation (`--mode` and
+/// the ports are the test harness's own).
+fn chart_flags() -> Vec<String> {
+    let mut flags = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(MANIFEST) {
+        let obj: Value = serde::Deserialize::deserialize(doc).unwrap();
+        if obj["kind"] != "Deployment" {
+            continue;
+        }
+        let args = obj["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .expect("container args");
+        for arg in args {
+            let arg = arg.as_str().expect("string arg");
+            let keep = ["--pod-lookup=", "--trust-domain=", "--cluster-domain=", "--config="];
+            if keep.iter().any(|k| arg.starts_with(k)) {
+                flags.push(arg.to_string());
+            }
+        }
+    }
+    assert_eq!(flags.len(), 4, "the Deployment's flags: {flags:?}");
+    flags
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane: SIGIL_KUBE_STATEDIR (conformance/kube/controlplane.sh)"]
+async fn bound_tokens_get_their_spiffe_ids() {
+    let env = Env::new("issue", &["orders", "worker"]).await;
+    let ns = env.ns.clone();
+    configuration(
+        &env.admin,
+        &ns,
+        "appconfig",
+        json!({"accessControl": {"trustDomain": "shop.example", "defaultAction": "deny"}}),
+    )
+    .await;
+    let orders = env
+        .pod(
+            "orders-1",
+            "orders",
+            json!({"dapr.io/app-id": "orders", "dapr.io/config": "appconfig"}),
+        )
+        .await;
+    let t = env.token("orders", &sentry_audience(), Some(&orders)).await;
+    assert_eq!(
+        env.sign("orders", &ns, &t).await.unwrap(),
+        vec![format!("spiffe://shop.example/ns/{ns}/orders")]
+    );
+
+    // No annotations: the pod name is the app id and `public` the trust domain.
+    let worker = env.pod("worker", "worker", json!({})).await;
+    let t = env.token("worker", &sentry_audience(), Some(&worker)).await;
+    assert_eq!(
+        env.sign("worker", &ns, &t).await.unwrap(),
+        vec![format!("spiffe://public/ns/{ns}/worker")]
+    );
+
+    // Older daprd versions ask for the legacy audience; still accepted, as by Dapr.
+    let t = env.token("orders", "dapr.io/sentry", Some(&orders)).await;
+    assert_eq!(
+        env.sign("orders", &ns, &t).await.unwrap(),
+        vec![format!("spiffe://shop.example/ns/{ns}/orders")]
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane: SIGIL_KUBE_STATEDIR (conformance/kube/controlplane.sh)"]
+async fn token_for_another_audience_is_denied() {
+    let env = Env::new("audience", &["orders"]).await;
+    let ns = env.ns.clone();
+    let orders = env
+        .pod("orders-1", "orders", json!({"dapr.io/app-id": "orders"}))
+        .await;
+    for audience in [
+        "https://kubernetes.default.svc.cluster.local",
+        "spiffe://cluster.local/ns/elsewhere/dapr-sentry",
+        "spiffe://other.example/ns/dapr-system/dapr-sentry",
+    ] {
+        let t = env.token("orders", audience, Some(&orders)).await;
+        env.denied("orders", &ns, &t, &format!("audience {audience}"))
+            .await;
+    }
+    // The same pod with Dapr's audience is fine: the refusals were the audience's.
+    let t = env.token("orders", &sentry_audience(), Some(&orders)).await;
+    assert_eq!(
+        env.sign("orders", &ns, &t).await.unwrap(),
+        vec![format!("spiffe://public/ns/{ns}/orders")]
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane: SIGIL_KUBE_STATEDIR (conformance/kube/controlplane.sh)"]
+async fn another_service_accounts_token_is_denied() {
+    let env = Env::new("othersa", &["orders", "billing"]).await;
+    let ns = env.ns.clone();
+    let orders = env
+        .pod("orders-1", "orders", json!({"dapr.io/app-id": "orders"}))
+        .await;
+    let billing = env
+        .pod("billing-1", "billing", json!({"dapr.io/app-id": "billing"}))
+        .await;
+
+    // The API server itself refuses to bind billing's token to the orders pod.
+    let err = token(&env.admin, &ns, "billing", &sentry_audience(), Some(&orders))
+        .await
+        .expect_err("a token of billing bound to a pod running as orders");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 400),
+        "{err:?}"
+    );
+
+    // billing's own pod token, asking for orders' identity.
+    let t = env.token("billing", &sentry_audience(), Some(&billing)).await;
+    env.denied("orders", &ns, &t, "billing's token for orders' id")
+        .await;
+    // A token of billing bound to no pod at all (as a long-lived automation token would be).
+    let t = env.token("billing", &sentry_audience(), None).await;
+    env.denied("billing", &ns, &t, "a token bound to no pod").await;
+    env.denied("orders", &ns, &t, "a token bound to no pod, for orders")
+        .await;
+    // Sigil's own token (its ServiceAccount, in its namespace) gets nothing either.
+    let t = token(&env.admin, CP_NS, SIGIL_SA, &sentry_audience(), None)
+        .await
+        .unwrap();
+    env.denied("dapr-sentry", CP_NS, &t, "Sigil's own unbound token")
+        .await;
+    // billing with its own token is fine.
+    let t = env.token("billing", &sentry_audience(), Some(&billing)).await;
+    assert_eq!(
+        env.sign("billing", &ns, &t).await.unwrap(),
+        vec![format!("spiffe://public/ns/{ns}/billing")]
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane: SIGIL_KUBE_STATEDIR (conformance/kube/controlplane.sh)"]
+async fn token_of_a_deleted_pod_is_denied() {
+    let env = Env::new("deleted", &["orders"]).await;
+    let ns = env.ns.clone();
+    let pods: Api<Pod> = Api::namespaced(env.admin.clone(), &ns);
+    let first = env
+        .pod("orders-1", "orders", json!({"dapr.io/app-id": "orders"}))
+        .await;
+    let t = env.token("orders", &sentry_audience(), Some(&first)).await;
+    // No kubelet to confirm a graceful deletion: delete at once.
+    pods.delete("orders-1", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("delete pod");
+    for _ in 0..50 {
+        if pods.get_opt("orders-1").await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.denied("orders", &ns, &t, "token of a deleted pod").await;
+
+    // A new pod with the same name (another UID) does not revive the old token.
+    let second = env
+        .pod("orders-1", "orders", json!({"dapr.io/app-id": "orders"}))
+        .await;
+    assert_ne!(first.metadata.uid, second.metadata.uid);
+    env.denied("orders", &ns, &t, "token of a deleted pod, name reused")
+        .await;
+    let t2 = env.token("orders", &sentry_audience(), Some(&second)).await;
+    assert_eq!(
+        env.sign("orders", &ns, &t2).await.unwrap(),
+        vec![format!("spiffe://public/ns/{ns}/orders")]
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane: SIGIL_KUBE_STATEDIR (conformance/kube/controlplane.sh)"]
+async fn namespace_or_app_id_mismatch_is_denied() {
+    let env = Env::new("mismatch", &["orders"]).await;
+    let ns = env.ns.clone();
+    let orders = env
+        .pod("orders-1", "orders", json!({"dapr.io/app-id": "orders"}))
+        .await;
+    let t = env.token("orders", &sentry_audience(), Some(&orders)).await;
+    env.denied("billing", &ns, &t, "another app id").await;
+    env.denied("orders-1", &ns, &t, "the pod name when an app id is set")
+        .await;
+    env.denied("orders", "default", &t, "another namespace").await;
+    env.denied("orders", CP_NS, &t, "the control-plane namespace")
+        .await;
+    // The same token for what it is: issued.
+    assert_eq!(
+        env.sign("orders", &ns, &t).await.unwrap(),
+        vec![format!("spiffe://public/ns/{ns}/orders")]
+    );
+    env.finish().await;
+}
+
+/// What the audit log says Sigil's ServiceAccount did: (verb, resource, subresource, code).
+fn sigil_requests(statedir: &Path) -> Vec<(String, String, String, u16)> {
+    let user = format!("system:serviceaccount:{CP_NS}:{SIGIL_SA}");
+    let log = std::fs::read_to_string(statedir.join("audit.log")).expect("audit.log");
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["user"]["username"] == user.as_str() && e["stage"] == "ResponseComplete")
+        .map(|e| {
+            let r = &e["objectRef"];
+            (
+                e["verb"].as_str().unwrap_or("").to_string(),
+                r["resource"].as_str().unwrap_or("").to_string(),
+                r["subresource"].as_str().unwrap_or("").to_string(),
+                e["responseStatus"]["code"].as_u64().unwrap_or(0) as u16,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane: SIGIL_KUBE_STATEDIR (conformance/kube/controlplane.sh)"]
+async fn the_charts_grants_are_enough() {
+    let env = Env::new("grants", &["orders"]).await;
+    let ns = env.ns.clone();
+    let orders = env
+        .pod("orders-1", "orders", json!({"dapr.io/app-id": "orders"}))
+        .await;
+    let t = env.token("orders", &sentry_audience(), Some(&orders)).await;
+    env.sign("orders", &ns, &t).await.unwrap();
+    let other = env.token("orders", "elsewhere", Some(&orders)).await;
+    env.denied("orders", &ns, &other, "another audience").await;
+    env.finish().await;
+
+    let requests = sigil_requests(&statedir());
+    let used: BTreeSet<String> = requests
+        .iter()
+        .map(|(verb, res, sub, code)| {
+            let res = if sub.is_empty() { res.clone() } else { format!("{res}/{sub}") };
+            format!("{verb} {res} -> {code}")
+        })
+        .collect();
+    println!("FIGURES Sigil's API requests as the chart's ServiceAccount: {used:#?}");
+    // What every start and every validation needs, seen by the API server.
+    for needed in [
+        ("create", "tokenreviews"),
+        ("get", "pods"),
+        ("get", "secrets"),
+        ("get", "configurations"),
+    ] {
+        assert!(
+            requests
+                .iter()
+                .any(|(v, r, _, c)| (v.as_str(), r.as_str()) == needed && *c < 300),
+            "Sigil never did {needed:?} successfully: {used:#?}"
+        );
+    }
+    // Nothing it tried was forbidden: the chart grants everything Sigil does.
+    let forbidden: Vec<_> = requests.iter().filter(|r| r.3 == 403).collect();
+    assert!(
+        forbidden.is_empty(),
+        "Sigil needs grants the chart does not give: {forbidden:?}"
+    );
+}
