@@ -34,7 +34,14 @@ cmd_build() {
 	out="$(cd "$out" && pwd)"
 	# The apiserver and etcd are separate modules: k8s.io/kubernetes v1.37 requires etcd v3.7
 	# modules, which would lift etcd server out of the v3.6 line in a shared module graph.
-	(cd "$here" && go build -trimpath -o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
+	# The version Kubernetes' own build stamps in (else /version says v0.0.0-master).
+	local v pkg=k8s.io/component-base/version
+	v="$(cd "$here" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
+	local minor="${v#v1.}"
+	minor="${minor%%.*}"
+	(cd "$here" && go build -trimpath \
+		-ldflags "-X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
+		-o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
 	(cd "$here/etcd" && go build -trimpath -o "$out/etcd" go.etcd.io/etcd/server/v3)
 	"$out/kube-apiserver" --version
 	"$out/etcd" --version | head -1
