@@ -40,6 +40,10 @@ const SIGIL_SA: &str = "dapr-sentry";
 const NODE: &str = "sigil-test-node";
 /// Field manager of everything the tests apply.
 const MANAGER: &str = "sigil-kube-apiserver-tests";
+/// Sigil's wording when the API server's TokenReview does not authenticate a token.
+const REVIEW_REFUSED: &str = "token review refused the token";
+/// Sigil's wording for a token that names no pod.
+const NOT_POD_BOUND: &str = "pod-bound (projected) service-account token is required";
 
 /// The control plane's state directory, or a failed test.
 fn statedir() -> PathBuf {
@@ -94,7 +98,12 @@ fn applied_kind(kind: &str) -> Option<(&'static str, &'static str, &'static str,
         "Secret" => ("", "v1", "secrets", true),
         "ConfigMap" => ("", "v1", "configmaps", true),
         "ClusterRole" => ("rbac.authorization.k8s.io", "v1", "clusterroles", false),
-        "ClusterRoleBinding" => ("rbac.authorization.k8s.io", "v1", "clusterrolebindings", false),
+        "ClusterRoleBinding" => (
+            "rbac.authorization.k8s.io",
+            "v1",
+            "clusterrolebindings",
+            false,
+        ),
         "Role" => ("rbac.authorization.k8s.io", "v1", "roles", true),
         "RoleBinding" => ("rbac.authorization.k8s.io", "v1", "rolebindings", true),
         _ => return None,
@@ -142,8 +151,17 @@ async fn cluster_setup(client: &Client) {
         apply(client, &ar, namespaced, obj).await;
         applied.push(kind);
     }
-    for kind in ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"] {
-        assert!(applied.iter().any(|k| k == kind), "the manifest has no {kind}");
+    for kind in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ] {
+        assert!(
+            applied.iter().any(|k| k == kind),
+            "the manifest has no {kind}"
+        );
     }
 
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -182,7 +200,10 @@ async fn cluster_setup(client: &Client) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(established, "the Configuration CRD never became Established");
+    assert!(
+        established,
+        "the Configuration CRD never became Established"
+    );
     configuration(
         client,
         CP_NS,
@@ -205,7 +226,8 @@ async fn cluster_setup(client: &Client) {
 /// A Dapr `Configuration` (idempotent). Right after the CRD is established the API server
 /// may still answer 404 for its resource for a moment: retried.
 async fn configuration(client: &Client, ns: &str, name: &str, spec: Value) {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &configuration_resource());
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns, &configuration_resource());
     let obj = json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Configuration",
                      "metadata": {"name": name, "namespace": ns}, "spec": spec});
     let mut last = None;
@@ -282,7 +304,14 @@ impl Env {
         let statedir = statedir();
         let admin = admin_client(&statedir).await;
         cluster_setup(&admin).await;
-        let ns = format!("kt-{test}");
+        // Unique per run: without a controller-manager a deleted namespace stays Terminating,
+        // so a second run against the same control plane cannot reuse the name.
+        let run = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+            % 1_000_000_000;
+        let ns = format!("kt-{test}-{}-{run}", std::process::id());
         namespace(&admin, &ns).await;
         let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
         for sa in service_accounts {
@@ -368,20 +397,24 @@ impl Env {
         Ok(uris)
     }
 
-    async fn denied(&self, id: &str, ns: &str, token: &str, why: &str) -> tonic::Status {
+    /// Refused with PERMISSION_DENIED, for the reason whose wording `reason` is part of.
+    async fn denied(&self, id: &str, ns: &str, token: &str, why: &str, reason: &str) {
         match self.sign(id, ns, token).await {
             Ok(uris) => panic!("{why}: issued {uris:?}"),
             Err(status) => {
                 assert_eq!(status.code(), Code::PermissionDenied, "{why}: {status:?}");
-                status
+                assert!(
+                    status.message().contains(reason),
+                    "{why}: refused, but not because of {reason:?}: {status:?}"
+                );
             }
         }
     }
 
     async fn finish(self) {
         let namespaces: Api<Namespace> = Api::all(self.admin.clone());
-        // Without a controller-manager the namespace stays Terminating; its name is unique
-        // to the test, and the next start of the control plane begins from an empty etcd.
+        // Without a controller-manager the namespace stays Terminating (its name is unique
+        // to the run); the next start of the control plane begins from an empty etcd.
         let _ = namespaces.delete(&self.ns, &DeleteParams::default()).await;
         self.sigil.shutdown().await.unwrap();
     }
@@ -401,7 +434,12 @@ fn chart_flags() -> Vec<String> {
             .expect("container args");
         for arg in args {
             let arg = arg.as_str().expect("string arg");
-            let keep = ["--pod-lookup=", "--trust-domain=", "--cluster-domain=", "--config="];
+            let keep = [
+                "--pod-lookup=",
+                "--trust-domain=",
+                "--cluster-domain=",
+                "--config=",
+            ];
             if keep.iter().any(|k| arg.starts_with(k)) {
                 flags.push(arg.to_string());
             }
@@ -467,8 +505,14 @@ async fn token_for_another_audience_is_denied() {
         "spiffe://other.example/ns/dapr-system/dapr-sentry",
     ] {
         let t = env.token("orders", audience, Some(&orders)).await;
-        env.denied("orders", &ns, &t, &format!("audience {audience}"))
-            .await;
+        env.denied(
+            "orders",
+            &ns,
+            &t,
+            &format!("audience {audience}"),
+            REVIEW_REFUSED,
+        )
+        .await;
     }
     // The same pod with Dapr's audience is fine: the refusals were the audience's.
     let t = env.token("orders", &sentry_audience(), Some(&orders)).await;
@@ -492,31 +536,60 @@ async fn another_service_accounts_token_is_denied() {
         .await;
 
     // The API server itself refuses to bind billing's token to the orders pod.
-    let err = token(&env.admin, &ns, "billing", &sentry_audience(), Some(&orders))
-        .await
-        .expect_err("a token of billing bound to a pod running as orders");
+    let err = token(
+        &env.admin,
+        &ns,
+        "billing",
+        &sentry_audience(),
+        Some(&orders),
+    )
+    .await
+    .expect_err("a token of billing bound to a pod running as orders");
     assert!(
         matches!(&err, kube::Error::Api(s) if s.code == 400),
         "{err:?}"
     );
 
     // billing's own pod token, asking for orders' identity.
-    let t = env.token("billing", &sentry_audience(), Some(&billing)).await;
-    env.denied("orders", &ns, &t, "billing's token for orders' id")
+    let t = env
+        .token("billing", &sentry_audience(), Some(&billing))
         .await;
+    env.denied(
+        "orders",
+        &ns,
+        &t,
+        "billing's token for orders' id",
+        "app id mismatch",
+    )
+    .await;
     // A token of billing bound to no pod at all (as a long-lived automation token would be).
     let t = env.token("billing", &sentry_audience(), None).await;
-    env.denied("billing", &ns, &t, "a token bound to no pod").await;
-    env.denied("orders", &ns, &t, "a token bound to no pod, for orders")
+    env.denied("billing", &ns, &t, "a token bound to no pod", NOT_POD_BOUND)
         .await;
+    env.denied(
+        "orders",
+        &ns,
+        &t,
+        "a token bound to no pod, for orders",
+        NOT_POD_BOUND,
+    )
+    .await;
     // Sigil's own token (its ServiceAccount, in its namespace) gets nothing either.
     let t = token(&env.admin, CP_NS, SIGIL_SA, &sentry_audience(), None)
         .await
         .unwrap();
-    env.denied("dapr-sentry", CP_NS, &t, "Sigil's own unbound token")
-        .await;
+    env.denied(
+        "dapr-sentry",
+        CP_NS,
+        &t,
+        "Sigil's own unbound token",
+        NOT_POD_BOUND,
+    )
+    .await;
     // billing with its own token is fine.
-    let t = env.token("billing", &sentry_audience(), Some(&billing)).await;
+    let t = env
+        .token("billing", &sentry_audience(), Some(&billing))
+        .await;
     assert_eq!(
         env.sign("billing", &ns, &t).await.unwrap(),
         vec![format!("spiffe://public/ns/{ns}/billing")]
@@ -544,15 +617,28 @@ async fn token_of_a_deleted_pod_is_denied() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    env.denied("orders", &ns, &t, "token of a deleted pod").await;
+    env.denied(
+        "orders",
+        &ns,
+        &t,
+        "token of a deleted pod",
+        "service account token has been invalidated",
+    )
+    .await;
 
     // A new pod with the same name (another UID) does not revive the old token.
     let second = env
         .pod("orders-1", "orders", json!({"dapr.io/app-id": "orders"}))
         .await;
     assert_ne!(first.metadata.uid, second.metadata.uid);
-    env.denied("orders", &ns, &t, "token of a deleted pod, name reused")
-        .await;
+    env.denied(
+        "orders",
+        &ns,
+        &t,
+        "token of a deleted pod, name reused",
+        "does not match service account pod ref claim",
+    )
+    .await;
     let t2 = env.token("orders", &sentry_audience(), Some(&second)).await;
     assert_eq!(
         env.sign("orders", &ns, &t2).await.unwrap(),
@@ -570,12 +656,32 @@ async fn namespace_or_app_id_mismatch_is_denied() {
         .pod("orders-1", "orders", json!({"dapr.io/app-id": "orders"}))
         .await;
     let t = env.token("orders", &sentry_audience(), Some(&orders)).await;
-    env.denied("billing", &ns, &t, "another app id").await;
-    env.denied("orders-1", &ns, &t, "the pod name when an app id is set")
+    env.denied("billing", &ns, &t, "another app id", "app id mismatch")
         .await;
-    env.denied("orders", "default", &t, "another namespace").await;
-    env.denied("orders", CP_NS, &t, "the control-plane namespace")
-        .await;
+    env.denied(
+        "orders-1",
+        &ns,
+        &t,
+        "the pod name when an app id is set",
+        "app id mismatch",
+    )
+    .await;
+    env.denied(
+        "orders",
+        "default",
+        &t,
+        "another namespace",
+        "namespace mismatch",
+    )
+    .await;
+    env.denied(
+        "orders",
+        CP_NS,
+        &t,
+        "the control-plane namespace",
+        "namespace mismatch",
+    )
+    .await;
     // The same token for what it is: issued.
     assert_eq!(
         env.sign("orders", &ns, &t).await.unwrap(),
@@ -614,14 +720,19 @@ async fn the_charts_grants_are_enough() {
     let t = env.token("orders", &sentry_audience(), Some(&orders)).await;
     env.sign("orders", &ns, &t).await.unwrap();
     let other = env.token("orders", "elsewhere", Some(&orders)).await;
-    env.denied("orders", &ns, &other, "another audience").await;
+    env.denied("orders", &ns, &other, "another audience", REVIEW_REFUSED)
+        .await;
     env.finish().await;
 
     let requests = sigil_requests(&statedir());
     let used: BTreeSet<String> = requests
         .iter()
         .map(|(verb, res, sub, code)| {
-            let res = if sub.is_empty() { res.clone() } else { format!("{res}/{sub}") };
+            let res = if sub.is_empty() {
+                res.clone()
+            } else {
+                format!("{res}/{sub}")
+            };
             format!("{verb} {res} -> {code}")
         })
         .collect();
