@@ -39,10 +39,10 @@ cmd_build() {
 	v="$(cd "$here" && go list -m -f '{{.Version}}' k8s.io/kubernetes)"
 	local minor="${v#v1.}"
 	minor="${minor%%.*}"
-	(cd "$here" && go build -trimpath \
+	(cd "$here" && go build \
 		-ldflags "-X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean" \
 		-o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
-	(cd "$here/etcd" && go build -trimpath -o "$out/etcd" go.etcd.io/etcd/server/v3)
+	(cd "$here/etcd" && go build -o "$out/etcd" go.etcd.io/etcd/server/v3)
 	"$out/kube-apiserver" --version
 	"$out/etcd" --version | head -1
 }
