@@ -44,7 +44,9 @@ cmd_build() {
 		-o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)
 	(cd "$here/etcd" && go build -o "$out/etcd" go.etcd.io/etcd/server/v3)
 	"$out/kube-apiserver" --version
-	"$out/etcd" --version | head -1
+	local ev
+	ev="$("$out/etcd" --version)"
+	echo "${ev%%$'\n'*}"
 }
 
 # openssl helpers -------------------------------------------------------------------------
