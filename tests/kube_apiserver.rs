@@ -297,11 +297,41 @@ struct Env {
     ns: String,
     sigil: RunningServer,
     _dir: tempfile::TempDir,
+    /// The trust bundle is shared; the test that empties it waits for the others.
+    _shared: tokio::sync::RwLockReadGuard<'static, ()>,
+}
+
+/// Taken for reading by every [`Env`], for writing by the test that empties the trust bundle.
+static TRUST_BUNDLE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// Sigil as the chart runs it: a TokenRequest token of its ServiceAccount (for the API
+/// server's own audience, the default of a projected token of a real pod) in a kubeconfig in
+/// `dir`, and the Deployment's validation flags.
+async fn start_chart_sigil(admin: &Client, statedir: &Path, dir: &Path) -> RunningServer {
+    let api_audience = "https://kubernetes.default.svc.cluster.local";
+    let sigil_token = token(admin, CP_NS, SIGIL_SA, api_audience, None)
+        .await
+        .expect("token for Sigil's ServiceAccount");
+    let kubeconfig = dir.join(format!("sigil-{}.kubeconfig", rand_suffix()));
+    token_kubeconfig(statedir, &sigil_token, &kubeconfig);
+    let flags = chart_flags();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    start_sigil_for(&kubeconfig, &flags)
+        .await
+        .expect("Sigil starts against the real API server with the chart's grants")
+}
+
+/// A short random hex string.
+fn rand_suffix() -> String {
+    let mut b = [0u8; 4];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).unwrap();
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 impl Env {
     async fn new(test: &str, service_accounts: &[&str]) -> Env {
         let statedir = statedir();
+        let shared = TRUST_BUNDLE.read().await;
         let admin = admin_client(&statedir).await;
         cluster_setup(&admin).await;
         // Unique per run: without a controller-manager a deleted namespace stays Terminating,
@@ -324,26 +354,14 @@ impl Env {
             .await
             .unwrap_or_else(|e| panic!("service account {sa}: {e}"));
         }
-        // Sigil's credentials: a token of its ServiceAccount for the API server's own
-        // audience (the default of a TokenRequest is the API server's audience, as a projected
-        // token of a real pod).
-        let api_audience = "https://kubernetes.default.svc.cluster.local";
-        let sigil_token = token(&admin, CP_NS, SIGIL_SA, api_audience, None)
-            .await
-            .expect("token for Sigil's ServiceAccount");
         let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("sigil.kubeconfig");
-        token_kubeconfig(&statedir, &sigil_token, &kubeconfig);
-        let flags = chart_flags();
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let sigil = start_sigil_for(&kubeconfig, &flags)
-            .await
-            .expect("Sigil starts against the real API server with the chart's grants");
+        let sigil = start_chart_sigil(&admin, &statedir, dir.path()).await;
         Env {
             admin,
             ns,
             sigil,
             _dir: dir,
+            _shared: shared,
         }
     }
 
@@ -862,4 +880,70 @@ async fn legacy_secret_token_is_denied() {
     )
     .await;
     env.finish().await;
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane: SIGIL_KUBE_STATEDIR (conformance/kube/controlplane.sh)"]
+async fn three_replicas_on_an_empty_trust_bundle_end_with_one_ca() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let statedir = statedir();
+    let admin = admin_client(&statedir).await;
+    cluster_setup(&admin).await;
+    let _exclusive = TRUST_BUNDLE.write().await;
+    // Empty, as the chart creates it.
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), CP_NS);
+    let mut secret = secrets.get("dapr-trust-bundle").await.unwrap();
+    secret.data = None;
+    secret.string_data = None;
+    secrets
+        .replace("dapr-trust-bundle", &PostParams::default(), &secret)
+        .await
+        .expect("empty the Secret");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = tokio::join!(
+        start_chart_sigil(&admin, &statedir, dir.path()),
+        start_chart_sigil(&admin, &statedir, dir.path()),
+        start_chart_sigil(&admin, &statedir, dir.path()),
+    );
+    let bundles: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|s| s.state.current().trust_bundle().to_pem())
+        .collect();
+    assert_eq!(
+        bundles[0], bundles[1],
+        "replicas 1 and 2 serve different CAs"
+    );
+    assert_eq!(
+        bundles[0], bundles[2],
+        "replicas 1 and 3 serve different CAs"
+    );
+    let stored = secrets.get("dapr-trust-bundle").await.unwrap();
+    let data = stored.data.expect("the Secret was filled");
+    for key in ["ca.crt", "issuer.crt", "issuer.key"] {
+        assert!(data.contains_key(key), "the Secret has no {key}");
+    }
+    assert_eq!(
+        String::from_utf8(data["ca.crt"].0.clone()).unwrap(),
+        bundles[0],
+        "the replicas serve the CA of the Secret"
+    );
+    // The ConfigMap follows the Secret.
+    let cms: Api<ConfigMap> = Api::namespaced(admin.clone(), CP_NS);
+    let mut synced = None;
+    for _ in 0..100 {
+        let cm = cms.get("dapr-trust-bundle").await.unwrap();
+        synced = cm.data.and_then(|d| d.get("ca.crt").cloned());
+        if synced.as_deref() == Some(bundles[0].as_str()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        synced.as_deref(),
+        Some(bundles[0].as_str()),
+        "the ConfigMap's ca.crt"
+    );
+    for s in [a, b, c] {
+        s.shutdown().await.unwrap();
+    }
 }
