@@ -6,10 +6,12 @@
 #   controlplane.sh start STATEDIR   start both on 127.0.0.1 (free ports), wait for /readyz, write
 #                                    STATEDIR/admin.kubeconfig and STATEDIR/env
 #   controlplane.sh stop STATEDIR    stop both (SIGTERM, then SIGKILL after 20 s)
+#   controlplane.sh kill-apiserver STATEDIR / start-apiserver STATEDIR
+#                                    fault injection: SIGKILL the apiserver; start it again
 #
 # `start` takes the binaries from $CONTROLPLANE_BIN (default: target/controlplane of the
-# repository). STATEDIR/env has ETCD_PID, ETCD_PORT, APISERVER_PID, APISERVER_PORT, KUBECONFIG
-# and READY_SECONDS, in shell syntax.
+# repository). STATEDIR/env has ETCD_PID, ETCD_PORT, APISERVER_PID, APISERVER_PORT, KUBECONFIG,
+# CONTROLPLANE_BIN and READY_SECONDS, in shell syntax.
 # Logs: STATEDIR/etcd.log, STATEDIR/kube-apiserver.log, and the API audit log
 # STATEDIR/audit.log (every request at Metadata level: user, verb, resource, response code).
 set -euo pipefail
@@ -140,6 +142,7 @@ cmd_start() {
 	local bin="${CONTROLPLANE_BIN:-$default_bin}"
 	[[ -x "$bin/kube-apiserver" && -x "$bin/etcd" ]] ||
 		die "no kube-apiserver/etcd in $bin (run: controlplane.sh build $bin, or set CONTROLPLANE_BIN)"
+	bin="$(cd "$bin" && pwd)"
 	mkdir -p "$state"
 	state="$(cd "$state" && pwd)"
 	[[ -f "$state/env" ]] && die "$state/env exists: stop the running control plane first"
@@ -170,7 +173,6 @@ cmd_start() {
 		die "etcd did not start (log: $state/etcd.log)"
 	fi
 
-	local p="$state/pki"
 	# Every request at Metadata level (user, verb, resource, name, response code), written
 	# before the response is sent: the tests read Sigil's API calls from it.
 	cat >"$state/audit-policy.yaml" <<'EOF'
@@ -180,6 +182,20 @@ omitStages: ["RequestReceived"]
 rules:
 - level: Metadata
 EOF
+	printf 'CONTROLPLANE_BIN=%s\nKUBECONFIG=%s\n' "$bin" "$state/admin.kubeconfig" >>"$state/env"
+	write_kubeconfig "$state" "$api_port"
+	if ! launch_apiserver "$state" "$bin" "$api_port" "$etcd_port"; then
+		cmd_stop "$state" || true
+		die "kube-apiserver did not become ready (log: $state/kube-apiserver.log)"
+	fi
+	echo "READY_SECONDS=$((SECONDS - t0))" >>"$state/env"
+	echo "control plane ready in $((SECONDS - t0))s: https://127.0.0.1:$api_port (KUBECONFIG=$state/admin.kubeconfig)"
+}
+
+# launch_apiserver STATEDIR BIN PORT ETCD_PORT: start kube-apiserver (log appended), record
+# APISERVER_PID and APISERVER_PORT in STATEDIR/env, wait for /readyz.
+launch_apiserver() {
+	local state="$1" bin="$2" api_port="$3" etcd_port="$4" p="$1/pki"
 	setsid "$bin/kube-apiserver" \
 		--bind-address=127.0.0.1 \
 		--advertise-address=127.0.0.1 \
@@ -201,20 +217,40 @@ EOF
 		--audit-policy-file="$state/audit-policy.yaml" \
 		--audit-log-path="$state/audit.log" \
 		--audit-log-mode=blocking \
-		</dev/null >"$state/kube-apiserver.log" 2>&1 &
+		</dev/null >>"$state/kube-apiserver.log" 2>&1 &
 	local api_pid=$!
-	printf 'APISERVER_PID=%s\nAPISERVER_PORT=%s\nKUBECONFIG=%s\n' \
-		"$api_pid" "$api_port" "$state/admin.kubeconfig" >>"$state/env"
-	write_kubeconfig "$state" "$api_port"
+	sed -i '/^APISERVER_PID=/d; /^APISERVER_PORT=/d' "$state/env"
+	printf 'APISERVER_PID=%s\nAPISERVER_PORT=%s\n' "$api_pid" "$api_port" >>"$state/env"
 	if ! wait_for "$api_pid" kube-apiserver 180 \
 		curl -fsS --cacert "$p/ca.crt" --cert "$p/admin.crt" --key "$p/admin.key" \
 		"https://127.0.0.1:$api_port/readyz"; then
 		tail -30 "$state/kube-apiserver.log" >&2
-		cmd_stop "$state" || true
-		die "kube-apiserver did not become ready (log: $state/kube-apiserver.log)"
+		return 1
 	fi
-	echo "READY_SECONDS=$((SECONDS - t0))" >>"$state/env"
-	echo "control plane ready in $((SECONDS - t0))s: https://127.0.0.1:$api_port (KUBECONFIG=$state/admin.kubeconfig)"
+}
+
+# Fault injection for tests: SIGKILL the apiserver (etcd keeps running), and start it again
+# on the same port with the same state.
+cmd_kill_apiserver() {
+	local state="${1:?usage: controlplane.sh kill-apiserver STATEDIR}" APISERVER_PID=""
+	[[ -f "$state/env" ]] || die "no $state/env"
+	# shellcheck disable=SC1091
+	source "$state/env"
+	kill -KILL "$APISERVER_PID" 2>/dev/null || die "kube-apiserver ($APISERVER_PID) is not running"
+	while kill -0 "$APISERVER_PID" 2>/dev/null; do sleep 0.05; done
+}
+
+cmd_start_apiserver() {
+	local state="${1:?usage: controlplane.sh start-apiserver STATEDIR}"
+	local APISERVER_PID="" APISERVER_PORT="" ETCD_PORT="" CONTROLPLANE_BIN=""
+	[[ -f "$state/env" ]] || die "no $state/env"
+	# shellcheck disable=SC1091
+	source "$state/env"
+	kill -0 "$APISERVER_PID" 2>/dev/null && die "kube-apiserver ($APISERVER_PID) is running"
+	local t0=$SECONDS
+	launch_apiserver "$state" "$CONTROLPLANE_BIN" "$APISERVER_PORT" "$ETCD_PORT" ||
+		die "kube-apiserver did not become ready again (log: $state/kube-apiserver.log)"
+	echo "kube-apiserver ready again in $((SECONDS - t0))s"
 }
 
 # stop_pid PID NAME: SIGTERM, wait up to 20 s, then SIGKILL.
@@ -247,8 +283,10 @@ case "${1:-}" in
 build) cmd_build "${2:-}" ;;
 start) cmd_start "${2:-}" ;;
 stop) cmd_stop "${2:-}" ;;
+kill-apiserver) cmd_kill_apiserver "${2:-}" ;;
+start-apiserver) cmd_start_apiserver "${2:-}" ;;
 *)
-	echo "usage: $0 build OUTDIR | start STATEDIR | stop STATEDIR" >&2
+	echo "usage: $0 build OUTDIR | start STATEDIR | stop STATEDIR | kill-apiserver STATEDIR | start-apiserver STATEDIR" >&2
 	exit 2
 	;;
 esac
