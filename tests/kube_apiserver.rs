@@ -298,10 +298,11 @@ struct Env {
     sigil: RunningServer,
     _dir: tempfile::TempDir,
     /// The trust bundle is shared; the test that empties it waits for the others.
-    _shared: tokio::sync::RwLockReadGuard<'static, ()>,
+    _shared: Option<tokio::sync::RwLockReadGuard<'static, ()>>,
 }
 
-/// Taken for reading by every [`Env`], for writing by the test that empties the trust bundle.
+/// Taken for reading by every [`Env`], for writing by the tests that empty the trust bundle
+/// or stop the API server.
 static TRUST_BUNDLE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// Sigil as the chart runs it: a TokenRequest token of its ServiceAccount (for the API
@@ -330,8 +331,21 @@ fn rand_suffix() -> String {
 
 impl Env {
     async fn new(test: &str, service_accounts: &[&str]) -> Env {
-        let statedir = statedir();
         let shared = TRUST_BUNDLE.read().await;
+        Env::build(test, service_accounts, Some(shared)).await
+    }
+
+    /// For a test that holds [`TRUST_BUNDLE`] for writing itself.
+    async fn exclusive(test: &str, service_accounts: &[&str]) -> Env {
+        Env::build(test, service_accounts, None).await
+    }
+
+    async fn build(
+        test: &str,
+        service_accounts: &[&str],
+        shared: Option<tokio::sync::RwLockReadGuard<'static, ()>>,
+    ) -> Env {
+        let statedir = statedir();
         let admin = admin_client(&statedir).await;
         cluster_setup(&admin).await;
         // Unique per run: without a controller-manager a deleted namespace stays Terminating,
@@ -946,4 +960,92 @@ async fn three_replicas_on_an_empty_trust_bundle_end_with_one_ca() {
     for s in [a, b, c] {
         s.shutdown().await.unwrap();
     }
+}
+
+/// `controlplane.sh SUBCOMMAND STATEDIR`.
+fn controlplane(subcommand: &str, statedir: &Path) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/kube/controlplane.sh");
+    let status = std::process::Command::new(script)
+        .arg(subcommand)
+        .arg(statedir)
+        .status()
+        .expect("controlplane.sh runs");
+    assert!(status.success(), "controlplane.sh {subcommand}: {status}");
+}
+
+/// Starts the API server again if the test ends (or panics) while it is down, so that the
+/// tests after it find a control plane.
+struct ApiserverDown<'a>(&'a Path, bool);
+
+impl ApiserverDown<'_> {
+    fn restart(&mut self) {
+        controlplane("start-apiserver", self.0);
+        self.1 = false;
+    }
+}
+
+impl Drop for ApiserverDown<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            controlplane("start-apiserver", self.0);
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane: SIGIL_KUBE_STATEDIR (conformance/kube/controlplane.sh)"]
+async fn apiserver_killed_then_back_unavailable_then_service_resumes() {
+    let _exclusive = TRUST_BUNDLE.write().await;
+    let statedir = statedir();
+    let env = Env::exclusive("fault", &["orders"]).await;
+    let ns = env.ns.clone();
+    let orders = env
+        .pod("orders-1", "orders", json!({"dapr.io/app-id": "orders"}))
+        .await;
+    let expected = vec![format!("spiffe://public/ns/{ns}/orders")];
+    let cached = env.token("orders", &sentry_audience(), Some(&orders)).await;
+    let during = env.token("orders", &sentry_audience(), Some(&orders)).await;
+    let after = env.token("orders", &sentry_audience(), Some(&orders)).await;
+    assert_eq!(env.sign("orders", &ns, &cached).await.unwrap(), expected);
+
+    controlplane("kill-apiserver", &statedir);
+    let mut down = ApiserverDown(&statedir, true);
+    // A token never reviewed: no review, no certificate.
+    let t0 = std::time::Instant::now();
+    let status = env
+        .sign("orders", &ns, &during)
+        .await
+        .expect_err("a certificate without a review");
+    let to_unavailable = t0.elapsed();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    // A token reviewed a moment ago is served from the documented cache (60 s by default).
+    assert_eq!(env.sign("orders", &ns, &cached).await.unwrap(), expected);
+
+    let t1 = std::time::Instant::now();
+    down.restart();
+    let apiserver_back = t1.elapsed();
+    // Sigil reconnects by itself; no restart, no operator.
+    let t2 = std::time::Instant::now();
+    let mut last = None;
+    while t2.elapsed() < Duration::from_secs(30) {
+        match env.sign("orders", &ns, &after).await {
+            Ok(uris) => {
+                assert_eq!(uris, expected);
+                last = None;
+                break;
+            }
+            Err(s) => {
+                assert_eq!(s.code(), Code::Unavailable, "while recovering: {s:?}");
+                last = Some(s);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(last.is_none(), "no recovery within 30 s: {last:?}");
+    let to_recover = t2.elapsed();
+    println!(
+        "FIGURES apiserver killed: UNAVAILABLE after {to_unavailable:?}; apiserver ready again in \
+         {apiserver_back:?}; first certificate {to_recover:?} after that"
+    );
+    env.finish().await;
 }
