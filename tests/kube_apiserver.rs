@@ -269,6 +269,14 @@ async fn token(
     Ok(answer.status.expect("TokenRequest status").token)
 }
 
+/// The (unverified) claims of a JWT.
+fn jwt_claims(token: &str) -> Value {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("base64url")).expect("JSON")
+}
+
 /// A kubeconfig for the API server of the admin kubeconfig, authenticating with `token`.
 fn token_kubeconfig(statedir: &Path, token: &str, out: &Path) {
     let admin: Value = serde_yaml::from_str(
@@ -501,6 +509,14 @@ async fn bound_tokens_get_their_spiffe_ids() {
         )
         .await;
     let t = env.token("orders", &sentry_audience(), Some(&orders)).await;
+    // What the API server put in the token: Dapr's audience, the pod and its Node.
+    let claims = jwt_claims(&t);
+    assert_eq!(claims["aud"], json!([sentry_audience()]));
+    assert_eq!(
+        claims["kubernetes.io"]["pod"]["uid"],
+        json!(orders.metadata.uid)
+    );
+    assert_eq!(claims["kubernetes.io"]["node"]["name"], NODE);
     assert_eq!(
         env.sign("orders", &ns, &t).await.unwrap(),
         vec![format!("spiffe://shop.example/ns/{ns}/orders")]
