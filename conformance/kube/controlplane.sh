@@ -8,6 +8,8 @@
 #   controlplane.sh stop STATEDIR    stop both (SIGTERM, then SIGKILL after 20 s)
 #   controlplane.sh kill-apiserver STATEDIR / start-apiserver STATEDIR
 #                                    fault injection: SIGKILL the apiserver; start it again
+#   controlplane.sh stop-etcd STATEDIR / start-etcd STATEDIR
+#                                    fault injection: stop etcd under the running apiserver
 #
 # `start` takes the binaries from $CONTROLPLANE_BIN (default: target/controlplane of the
 # repository). STATEDIR/env has ETCD_PID, ETCD_PORT, APISERVER_PID, APISERVER_PORT, KUBECONFIG,
@@ -155,20 +157,8 @@ cmd_start() {
 	etcd_peer="$(free_port)"
 	api_port="$(free_port)"
 
-	setsid "$bin/etcd" \
-		--name sigil-test \
-		--data-dir "$state/etcd-data" \
-		--listen-client-urls "http://127.0.0.1:$etcd_port" \
-		--advertise-client-urls "http://127.0.0.1:$etcd_port" \
-		--listen-peer-urls "http://127.0.0.1:$etcd_peer" \
-		--initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
-		--initial-cluster "sigil-test=http://127.0.0.1:$etcd_peer" \
-		--unsafe-no-fsync \
-		</dev/null >"$state/etcd.log" 2>&1 &
-	local etcd_pid=$!
-	printf 'ETCD_PID=%s\nETCD_PORT=%s\n' "$etcd_pid" "$etcd_port" >"$state/env"
-	if ! wait_for "$etcd_pid" etcd 60 curl -fsS "http://127.0.0.1:$etcd_port/health"; then
-		tail -20 "$state/etcd.log" >&2
+	: >"$state/env"
+	if ! launch_etcd "$state" "$bin" "$etcd_port" "$etcd_peer"; then
 		cmd_stop "$state" || true
 		die "etcd did not start (log: $state/etcd.log)"
 	fi
@@ -190,6 +180,32 @@ EOF
 	fi
 	echo "READY_SECONDS=$((SECONDS - t0))" >>"$state/env"
 	echo "control plane ready in $((SECONDS - t0))s: https://127.0.0.1:$api_port (KUBECONFIG=$state/admin.kubeconfig)"
+}
+
+# launch_etcd STATEDIR BIN PORT PEER_PORT: start etcd (log appended), record ETCD_PID,
+# ETCD_PORT and ETCD_PEER_PORT in STATEDIR/env, wait for /health.
+launch_etcd() {
+	local state="$1" bin="$2" etcd_port="$3" etcd_peer="$4"
+	local existing=new
+	[[ -d "$state/etcd-data/member" ]] && existing=existing
+	setsid "$bin/etcd" \
+		--name sigil-test \
+		--data-dir "$state/etcd-data" \
+		--listen-client-urls "http://127.0.0.1:$etcd_port" \
+		--advertise-client-urls "http://127.0.0.1:$etcd_port" \
+		--listen-peer-urls "http://127.0.0.1:$etcd_peer" \
+		--initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+		--initial-cluster "sigil-test=http://127.0.0.1:$etcd_peer" \
+		--initial-cluster-state "$existing" \
+		--unsafe-no-fsync \
+		</dev/null >>"$state/etcd.log" 2>&1 &
+	local etcd_pid=$!
+	sed -i '/^ETCD_PID=/d; /^ETCD_PORT=/d; /^ETCD_PEER_PORT=/d' "$state/env"
+	printf 'ETCD_PID=%s\nETCD_PORT=%s\nETCD_PEER_PORT=%s\n' "$etcd_pid" "$etcd_port" "$etcd_peer" >>"$state/env"
+	if ! wait_for "$etcd_pid" etcd 60 curl -fsS "http://127.0.0.1:$etcd_port/health"; then
+		tail -20 "$state/etcd.log" >&2
+		return 1
+	fi
 }
 
 # launch_apiserver STATEDIR BIN PORT ETCD_PORT: start kube-apiserver (log appended), record
@@ -253,6 +269,28 @@ cmd_start_apiserver() {
 	echo "kube-apiserver ready again in $((SECONDS - t0))s"
 }
 
+cmd_stop_etcd() {
+	local state="${1:?usage: controlplane.sh stop-etcd STATEDIR}" ETCD_PID=""
+	[[ -f "$state/env" ]] || die "no $state/env"
+	# shellcheck disable=SC1091
+	source "$state/env"
+	kill -0 "$ETCD_PID" 2>/dev/null || die "etcd ($ETCD_PID) is not running"
+	stop_pid "$ETCD_PID" etcd
+}
+
+cmd_start_etcd() {
+	local state="${1:?usage: controlplane.sh start-etcd STATEDIR}"
+	local ETCD_PID="" ETCD_PORT="" ETCD_PEER_PORT="" CONTROLPLANE_BIN=""
+	[[ -f "$state/env" ]] || die "no $state/env"
+	# shellcheck disable=SC1091
+	source "$state/env"
+	kill -0 "$ETCD_PID" 2>/dev/null && die "etcd ($ETCD_PID) is running"
+	local t0=$SECONDS
+	launch_etcd "$state" "$CONTROLPLANE_BIN" "$ETCD_PORT" "$ETCD_PEER_PORT" ||
+		die "etcd did not start again (log: $state/etcd.log)"
+	echo "etcd ready again in $((SECONDS - t0))s"
+}
+
 # stop_pid PID NAME: SIGTERM, wait up to 20 s, then SIGKILL.
 stop_pid() {
 	local pid="$1" name="$2"
@@ -285,8 +323,10 @@ start) cmd_start "${2:-}" ;;
 stop) cmd_stop "${2:-}" ;;
 kill-apiserver) cmd_kill_apiserver "${2:-}" ;;
 start-apiserver) cmd_start_apiserver "${2:-}" ;;
+stop-etcd) cmd_stop_etcd "${2:-}" ;;
+start-etcd) cmd_start_etcd "${2:-}" ;;
 *)
-	echo "usage: $0 build OUTDIR | start STATEDIR | stop STATEDIR | kill-apiserver STATEDIR | start-apiserver STATEDIR" >&2
+	echo "usage: $0 build OUTDIR | start STATEDIR | stop STATEDIR | kill-apiserver|start-apiserver|stop-etcd|start-etcd STATEDIR" >&2
 	exit 2
 	;;
 esac
