@@ -1065,3 +1065,79 @@ async fn apiserver_killed_then_back_unavailable_then_service_resumes() {
     );
     env.finish().await;
 }
+
+/// Starts etcd again if the test ends (or panics) while it is stopped.
+struct EtcdDown<'a>(&'a Path, bool);
+
+impl EtcdDown<'_> {
+    fn restart(&mut self) {
+        controlplane("start-etcd", self.0);
+        self.1 = false;
+    }
+}
+
+impl Drop for EtcdDown<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            controlplane("start-etcd", self.0);
+        }
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane: SIGIL_KUBE_STATEDIR (conformance/kube/controlplane.sh)"]
+async fn etcd_stopped_under_the_apiserver_unavailable_then_service_resumes() {
+    let _exclusive = TRUST_BUNDLE.write().await;
+    let statedir = statedir();
+    let env = Env::exclusive("etcd", &["orders"]).await;
+    let ns = env.ns.clone();
+    let orders = env
+        .pod("orders-1", "orders", json!({"dapr.io/app-id": "orders"}))
+        .await;
+    let expected = vec![format!("spiffe://public/ns/{ns}/orders")];
+    let cached = env.token("orders", &sentry_audience(), Some(&orders)).await;
+    let during = env.token("orders", &sentry_audience(), Some(&orders)).await;
+    let after = env.token("orders", &sentry_audience(), Some(&orders)).await;
+    assert_eq!(env.sign("orders", &ns, &cached).await.unwrap(), expected);
+
+    controlplane("stop-etcd", &statedir);
+    let mut down = EtcdDown(&statedir, true);
+    // The API server still answers, but cannot read the pod: no certificate.
+    let t0 = std::time::Instant::now();
+    let status = env
+        .sign("orders", &ns, &during)
+        .await
+        .expect_err("a certificate while etcd is down");
+    let to_unavailable = t0.elapsed();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        to_unavailable < Duration::from_secs(10),
+        "UNAVAILABLE only after {to_unavailable:?}, past the 10 s request timeout"
+    );
+    assert_eq!(env.sign("orders", &ns, &cached).await.unwrap(), expected);
+
+    down.restart();
+    let t2 = std::time::Instant::now();
+    let mut last = None;
+    while t2.elapsed() < Duration::from_secs(60) {
+        match env.sign("orders", &ns, &after).await {
+            Ok(uris) => {
+                assert_eq!(uris, expected);
+                last = None;
+                break;
+            }
+            Err(s) => {
+                assert_eq!(s.code(), Code::Unavailable, "while recovering: {s:?}");
+                last = Some(s);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(last.is_none(), "no recovery within 60 s: {last:?}");
+    let to_recover = t2.elapsed();
+    println!(
+        "FIGURES etcd stopped: UNAVAILABLE after {to_unavailable:?}; first certificate \
+         {to_recover:?} after etcd was healthy again"
+    );
+    env.finish().await;
+}
