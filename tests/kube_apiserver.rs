@@ -1265,3 +1265,119 @@ async fn mass_restart_costs_one_review_and_one_pod_read_per_token() {
     assert!(reviews >= PODS as u64 && reviews <= (PODS * RETRIES) as u64);
     env.finish().await;
 }
+
+#[tokio::test]
+#[ignore = "needs a control plane: SIGIL_KUBE_STATEDIR (conformance/kube/controlplane.sh)"]
+async fn a_new_ca_written_to_the_secret_reaches_all_three_replicas_while_they_serve() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    use k8s_openapi::ByteString;
+    let _exclusive = TRUST_BUNDLE.write().await;
+    let statedir = statedir();
+    let env = Env::exclusive("rotate", &["orders"]).await;
+    let ns = env.ns.clone();
+    let orders = env
+        .pod("orders-1", "orders", json!({"dapr.io/app-id": "orders"}))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (b, c) = tokio::join!(
+        start_chart_sigil(&env.admin, &statedir, dir.path()),
+        start_chart_sigil(&env.admin, &statedir, dir.path()),
+    );
+    let replicas = [&env.sigil, &b, &c];
+    let old = env.sigil.state.current().trust_bundle().to_pem();
+
+    // A new root and issuer, made by `sigil ca init`, written into the Secret by hand (as an
+    // operator or `dapr mtls renew-certificate` would).
+    let new = dir.path().join("new-ca");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args([
+            "ca",
+            "init",
+            "--trust-domain",
+            "cluster.local",
+            "--namespace",
+            CP_NS,
+            "--out",
+        ])
+        .arg(&new)
+        .output()
+        .expect("sigil ca init runs");
+    assert!(out.status.success(), "sigil ca init: {out:?}");
+    let read = |f: &str| std::fs::read(new.join(f)).unwrap();
+    let secrets: Api<Secret> = Api::namespaced(env.admin.clone(), CP_NS);
+    let mut secret = secrets.get("dapr-trust-bundle").await.unwrap();
+    let data = secret.data.get_or_insert_with(Default::default);
+    for f in ["ca.crt", "issuer.crt", "issuer.key"] {
+        data.insert(f.to_string(), ByteString(read(f)));
+    }
+    secrets
+        .replace("dapr-trust-bundle", &PostParams::default(), &secret)
+        .await
+        .expect("write the new CA");
+    let new_ca = String::from_utf8(read("ca.crt")).unwrap();
+    assert_ne!(new_ca, old);
+
+    // Every replica swaps it in (stable across two polls of --reload-interval, 2 s) and keeps
+    // issuing meanwhile.
+    let t0 = std::time::Instant::now();
+    let token = env.token("orders", &sentry_audience(), Some(&orders)).await;
+    loop {
+        for r in replicas {
+            let resp = ca_client(r)
+                .await
+                .sign_certificate(request("orders", &ns, &token))
+                .await
+                .expect("issuing during the rotation");
+            assert_eq!(resp.into_inner().trust_chain_certificates.len(), 1);
+        }
+        let moved = replicas
+            .iter()
+            .filter(|r| r.state.current().trust_bundle().to_pem() == new_ca)
+            .count();
+        if moved == replicas.len() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "after 30 s only {moved} of 3 replicas serve the new CA"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let took = t0.elapsed();
+    // Certificates now chain to the new issuer.
+    let new_issuer = String::from_utf8(read("issuer.crt")).unwrap();
+    for r in replicas {
+        let resp = ca_client(r)
+            .await
+            .sign_certificate(request("orders", &ns, &token))
+            .await
+            .unwrap()
+            .into_inner();
+        let chain = String::from_utf8(resp.workload_certificate).unwrap();
+        assert!(
+            chain.trim_end().ends_with(new_issuer.trim_end()),
+            "the chain does not end with the new issuer"
+        );
+        assert_eq!(resp.trust_chain_certificates[0], new_ca.as_bytes());
+    }
+    // The ConfigMap follows the Secret.
+    let cms: Api<ConfigMap> = Api::namespaced(env.admin.clone(), CP_NS);
+    let mut synced = None;
+    for _ in 0..100 {
+        let cm = cms.get("dapr-trust-bundle").await.unwrap();
+        synced = cm.data.and_then(|d| d.get("ca.crt").cloned());
+        if synced.as_deref() == Some(new_ca.as_str()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        synced.as_deref(),
+        Some(new_ca.as_str()),
+        "the ConfigMap's ca.crt"
+    );
+    println!("FIGURES a new CA in the Secret reached all 3 replicas in {took:?}");
+    b.shutdown().await.unwrap();
+    c.shutdown().await.unwrap();
+    env.finish().await;
+}
