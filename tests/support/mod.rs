@@ -702,13 +702,19 @@ fn replace_object(
 
 /// Flags of `sigil serve` for a test: kubernetes mode against `fake`, loopback, port 0.
 pub fn serve_args(fake: &Fake, extra: &[&str]) -> sigil::config::ServeArgs {
+    serve_args_for(&fake.kubeconfig, extra)
+}
+
+/// Flags of `sigil serve` for a test: kubernetes mode against the API server of
+/// `kubeconfig`, loopback, port 0.
+pub fn serve_args_for(kubeconfig: &std::path::Path, extra: &[&str]) -> sigil::config::ServeArgs {
     use clap::Parser;
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
         args: sigil::config::ServeArgs,
     }
-    let kubeconfig = fake.kubeconfig.display().to_string();
+    let kubeconfig = kubeconfig.display().to_string();
     let mut argv = vec![
         "sigil",
         "--mode",
@@ -734,11 +740,19 @@ pub async fn start_sigil(
     fake: &Fake,
     extra: &[&str],
 ) -> Result<sigil::server::RunningServer, sigil::Error> {
+    start_sigil_for(&fake.kubeconfig, extra).await
+}
+
+/// Starts Sigil in kubernetes mode against the API server of `kubeconfig`.
+pub async fn start_sigil_for(
+    kubeconfig: &std::path::Path,
+    extra: &[&str],
+) -> Result<sigil::server::RunningServer, sigil::Error> {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter("sigil=debug")
         .try_init();
-    let config = sigil::cluster::config_from_args(serve_args(fake, extra)).await?;
+    let config = sigil::cluster::config_from_args(serve_args_for(kubeconfig, extra)).await?;
     sigil::server::start(config, Arc::new(sigil_pki::SystemClock)).await
 }
 
