@@ -720,20 +720,25 @@ mod tests {
         let clock = ManualClock::new(time::OffsetDateTime::now_utc());
         let delay = publish_delay(Duration::from_secs(2));
         assert_eq!(delay, time::Duration::seconds(304));
-        let state = load_or_generate(&store, &s, time::Duration::minutes(15), &clock)
+        let skew = time::Duration::minutes(15);
+        // Two replicas on one store.
+        let a = load_or_generate(&store, &s, skew, &clock)
             .await
             .unwrap()
             .with_publish_delay(delay);
-        let old_kid = state.current().key.kid().to_string();
-        let mut w = JwtWatcher::new();
+        let b = load_or_generate(&store, &s, skew, &clock)
+            .await
+            .unwrap()
+            .with_publish_delay(delay);
+        let old_kid = a.current().key.kid().to_string();
+        assert_eq!(b.current().key.kid(), old_kid);
+        let (mut wa, mut wb) = (JwtWatcher::new(), JwtWatcher::new());
+
         let new_key = JwtSigningKey::generate(JwsAlgorithm::Es256).unwrap();
         crate::store::atomic::write_file(&s.key_path, new_key.to_pem().as_bytes(), 0o600).unwrap();
+        assert_eq!(wa.poll(&store, &a, &clock).await, JwtPollOutcome::Settling);
         assert_eq!(
-            w.poll(&store, &state, &clock).await,
-            JwtPollOutcome::Settling
-        );
-        assert_eq!(
-            w.poll(&store, &state, &clock).await,
+            wa.poll(&store, &a, &clock).await,
             JwtPollOutcome::Publishing
         );
         // Published (on disk and served), not signing.
@@ -742,32 +747,39 @@ mod tests {
             vec![old_kid.clone(), new_key.kid().to_string()]
         );
         assert_eq!(
-            state.current().document.kids(),
+            a.current().document.kids(),
             vec![old_kid.as_str(), new_key.kid()]
         );
-        assert_eq!(state.current().key.kid(), old_kid);
+        assert_eq!(a.current().key.kid(), old_kid);
+        let first = JwksDocument::parse(&std::fs::read(&s.jwks_path).unwrap())
+            .unwrap()
+            .published_at(new_key.kid())
+            .unwrap();
+        // The other replica sees the same key and the same publication time.
+        let mut outcome = JwtPollOutcome::Settling;
+        for _ in 0..3 {
+            outcome = wb.poll(&store, &b, &clock).await;
+            if outcome == JwtPollOutcome::Publishing {
+                break;
+            }
+        }
+        assert_eq!(outcome, JwtPollOutcome::Publishing);
+        assert_eq!(b.current().key.kid(), old_kid);
+
         clock.advance(delay - time::Duration::seconds(1));
         assert_eq!(
-            w.poll(&store, &state, &clock).await,
+            wa.poll(&store, &a, &clock).await,
             JwtPollOutcome::Publishing
         );
-        assert_eq!(state.current().key.kid(), old_kid);
-
-        // A second replica (a fresh watcher on the same store) agrees on the time.
-        let other = load_or_generate(&store, &s, time::Duration::minutes(15), &clock)
-            .await
-            .unwrap()
-            .with_publish_delay(delay);
-        let stored = JwksDocument::parse(&std::fs::read(&s.jwks_path).unwrap()).unwrap();
-        let first = stored.published_at(new_key.kid()).unwrap();
-        drop(other);
+        assert_eq!(
+            wb.poll(&store, &b, &clock).await,
+            JwtPollOutcome::Publishing
+        );
+        assert_eq!(a.current().key.kid(), old_kid);
 
         clock.advance(time::Duration::seconds(1));
-        assert_eq!(
-            w.poll(&store, &state, &clock).await,
-            JwtPollOutcome::Reloaded
-        );
-        assert_eq!(state.current().key.kid(), new_key.kid());
+        assert_eq!(wa.poll(&store, &a, &clock).await, JwtPollOutcome::Reloaded);
+        assert_eq!(a.current().key.kid(), new_key.kid());
         let stored = JwksDocument::parse(&std::fs::read(&s.jwks_path).unwrap()).unwrap();
         assert_eq!(stored.signing_kid(), Some(new_key.kid()));
         assert_eq!(stored.published_at(new_key.kid()), Some(first));
@@ -775,10 +787,17 @@ mod tests {
             stored.retired_until(&old_kid).is_some(),
             "the old key is retired, still published"
         );
-        assert_eq!(
-            w.poll(&store, &state, &clock).await,
-            JwtPollOutcome::Unchanged
-        );
+        // The other replica follows within a couple of polls, never before the delay.
+        let mut outcome = JwtPollOutcome::Settling;
+        for _ in 0..3 {
+            outcome = wb.poll(&store, &b, &clock).await;
+            if outcome == JwtPollOutcome::Reloaded {
+                break;
+            }
+        }
+        assert_eq!(outcome, JwtPollOutcome::Reloaded);
+        assert_eq!(b.current().key.kid(), new_key.kid());
+        assert_eq!(wa.poll(&store, &a, &clock).await, JwtPollOutcome::Unchanged);
     }
 
     #[tokio::test]
