@@ -865,3 +865,35 @@ async fn a_configmap_sigil_may_not_write_is_a_warning_not_a_failed_start() {
     );
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn identical_requests_in_flight_share_one_token_review() {
+    let fake = Fake::start().await;
+    // No cache: only the sharing of a validation under way can save the API calls.
+    let server = start_sigil(&fake, &["--token-cache-ttl", "0"])
+        .await
+        .unwrap();
+    app_pod(&fake, "shop", "orders-1", "orders", "orders");
+    let token = fake.token(&TokenSpec::for_pod("shop", "orders", "orders-1"));
+    fake.delay_reviews(Some(std::time::Duration::from_millis(500)));
+    let client = ca_client(&server).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let mut c = client.clone();
+        let t = token.clone();
+        calls.spawn(async move { c.sign_certificate(request("orders", "shop", &t)).await });
+    }
+    while let Some(r) = calls.join_next().await {
+        r.unwrap().expect("every retry gets its certificate");
+    }
+    assert_eq!(
+        fake.count("POST tokenreviews"),
+        1,
+        "one review for 20 identical requests"
+    );
+    // A different request is not folded into another one's answer.
+    let err = denied_with(&server, request("payments", "shop", &token)).await;
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert_eq!(fake.count("POST tokenreviews"), 2);
+    server.shutdown().await.unwrap();
+}

@@ -20,7 +20,9 @@
 //!
 //! Refusals are [`Error::Denied`]; an API server that cannot be asked is
 //! [`Error::Unavailable`]: fail closed, never fall back to weaker checks. Successes are
-//! cached (see [`super::cache`]).
+//! cached (see [`super::cache`]), and identical requests that arrive while one is being
+//! validated wait for its answer instead of asking the API server again (a mass restart
+//! whose sidecars retry at once costs one TokenReview per token, not one per attempt).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -91,6 +93,8 @@ pub struct KubernetesValidator {
     options: KubernetesOptions,
     audiences: Vec<String>,
     cache: ValidationCache,
+    // Validations under way, by cache key; later identical requests share the answer.
+    in_flight: std::sync::Mutex<std::collections::HashMap<super::cache::CacheKey, Arc<InFlight>>>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
 }
@@ -358,6 +362,7 @@ impl KubernetesValidator {
             client,
             audiences: vec![LEGACY_AUDIENCE.to_string(), sentry_id],
             cache: ValidationCache::new(options.cache_ttl, options.cache_size),
+            in_flight: std::sync::Mutex::new(std::collections::HashMap::new()),
             options,
             metrics,
             clock,
@@ -520,6 +525,36 @@ impl KubernetesValidator {
     }
 }
 
+/// One validation under way, shared by identical requests.
+type InFlight = tokio::sync::OnceCell<Result<(Identity, Option<OffsetDateTime>), SharedRefusal>>;
+
+/// A validation's refusal, in a form every waiter can have a copy of.
+#[derive(Clone, Debug)]
+enum SharedRefusal {
+    Denied(String),
+    Unavailable(String),
+}
+
+impl From<Error> for SharedRefusal {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Denied(m) => SharedRefusal::Denied(m),
+            Error::Unavailable(m) => SharedRefusal::Unavailable(m),
+            // Nothing else comes out of a validation; fail closed, as for a backend problem.
+            other => SharedRefusal::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<SharedRefusal> for Error {
+    fn from(e: SharedRefusal) -> Self {
+        match e {
+            SharedRefusal::Denied(m) => Error::Denied(m),
+            SharedRefusal::Unavailable(m) => Error::Unavailable(m),
+        }
+    }
+}
+
 fn default_trust_domain() -> Result<TrustDomain, Error> {
     TrustDomain::new(DEFAULT_TRUST_DOMAIN).map_err(Error::Ca)
 }
@@ -548,10 +583,36 @@ impl TokenValidator for KubernetesValidator {
             }
             self.metrics.cache_misses.inc();
         }
-        let (identity, expires) = self.validate_uncached(claims, namespace, app_id).await?;
-        self.cache
-            .insert(key, identity.clone(), self.clock.now(), expires);
-        Ok(identity)
+        let cell = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default()
+            .clone();
+        // The first caller validates; the others wait for its answer. If it goes away
+        // (its client hung up), the next waiter takes over.
+        let answer = cell
+            .get_or_init(|| async move {
+                let answer = self
+                    .validate_uncached(claims, namespace, app_id)
+                    .await
+                    .map_err(SharedRefusal::from);
+                if let Ok((identity, expires)) = &answer {
+                    self.cache
+                        .insert(key, identity.clone(), self.clock.now(), *expires);
+                }
+                answer
+            })
+            .await
+            .clone();
+        {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            if in_flight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                in_flight.remove(&key);
+            }
+        }
+        answer.map(|(identity, _)| identity).map_err(Error::from)
     }
 }
 

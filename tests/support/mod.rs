@@ -75,6 +75,8 @@ struct State {
     secret_write_gate: Option<(Arc<Barrier>, usize)>,
     /// `"<METHOD> <resource>"` keys answered 403 (a grant the service account lacks).
     forbidden: std::collections::HashSet<String>,
+    /// How long a TokenReview takes to answer.
+    review_delay: Option<std::time::Duration>,
 }
 
 struct Shared {
@@ -285,6 +287,11 @@ impl Fake {
     /// same `resourceVersion`.
     pub fn gate_secret_writes(&self, n: usize) {
         self.shared.lock().secret_write_gate = Some((Arc::new(Barrier::new(n)), n));
+    }
+
+    /// Makes every TokenReview take `delay` (a busy API server), or answer at once again.
+    pub fn delay_reviews(&self, delay: Option<std::time::Duration>) {
+        self.shared.lock().review_delay = delay;
     }
 
     /// Answers `"<METHOD> <resource>"` (e.g. `"PUT configmaps"`) with 403 Forbidden from now
@@ -503,14 +510,21 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes>
         }
     };
     let key = format!("{method} {resource}");
-    let (fail, silent) = {
+    let (fail, silent, delay) = {
         let mut st = shared.lock();
         *st.counts.entry(key.clone()).or_default() += 1;
         let fail = st.fail_with.or(st.forbidden.contains(&key).then_some(403));
-        (fail, st.silent)
+        (
+            fail,
+            st.silent,
+            st.review_delay.filter(|_| resource == "tokenreviews"),
+        )
     };
     if silent {
         std::future::pending::<()>().await;
+    }
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
     }
     let (code, answer) = if !authorized {
         (401, status_body(401, "Unauthorized", "Unauthorized"))
