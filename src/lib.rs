@@ -34,6 +34,7 @@ pub mod jwt;
 pub mod listener;
 pub mod observe;
 pub mod oidc;
+pub mod pod_certificates;
 pub mod rotation;
 pub mod server;
 pub mod serving_cert;

@@ -38,6 +38,15 @@ pub struct RequestLabels {
     pub code: String,
 }
 
+/// Label set of settled PodCertificateRequests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PodCertificateLabels {
+    /// issued, denied, failed, or elsewhere (another replica settled it, or it was deleted).
+    pub outcome: String,
+    /// The condition's reason.
+    pub reason: String,
+}
+
 /// Label set for CA certificate expiry.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertLabels {
@@ -86,6 +95,12 @@ pub struct Metrics {
     pub jwks_keys: Gauge,
     /// sigil_grpc_request_buffer_bytes: bytes of the request byte budget in use
     pub request_buffer_bytes: Gauge,
+    /// sigil_pod_certificate_requests_total{outcome,reason}
+    pub pod_certificate_requests: Family<PodCertificateLabels, Counter>,
+    /// sigil_pod_certificate_duration_seconds: from seeing a request to writing its status
+    pub pod_certificate_duration: Histogram,
+    /// sigil_pod_certificate_retries_total: attempts that hit a transient problem
+    pub pod_certificate_retries: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -121,6 +136,9 @@ impl Metrics {
         let jwt_key_problems = Counter::default();
         let jwks_keys = Gauge::default();
         let request_buffer_bytes = Gauge::default();
+        let pod_certificate_requests = Family::<PodCertificateLabels, Counter>::default();
+        let pod_certificate_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let pod_certificate_retries = Counter::default();
         registry.register(
             "dapr_sentry_cert_sign_request_received",
             "Certificate signing requests received",
@@ -206,6 +224,21 @@ impl Metrics {
             "Bytes of the gRPC request byte budget held by requests not yet answered",
             request_buffer_bytes.clone(),
         );
+        registry.register(
+            "sigil_pod_certificate_requests",
+            "PodCertificateRequests settled, by outcome and reason",
+            pod_certificate_requests.clone(),
+        );
+        registry.register(
+            "sigil_pod_certificate_duration_seconds",
+            "Time from seeing a PodCertificateRequest to writing its status",
+            pod_certificate_duration.clone(),
+        );
+        registry.register(
+            "sigil_pod_certificate_retries",
+            "PodCertificateRequest attempts that hit a transient problem (API server, issuer) and were retried",
+            pod_certificate_retries.clone(),
+        );
         Self {
             registry,
             sign_received,
@@ -225,6 +258,9 @@ impl Metrics {
             jwt_key_problems,
             jwks_keys,
             request_buffer_bytes,
+            pod_certificate_requests,
+            pod_certificate_duration,
+            pod_certificate_retries,
         }
     }
 
