@@ -436,7 +436,7 @@ impl Env {
         self.nodes[i].0.metadata.name.clone().unwrap()
     }
 
-    /// A Pod as `orders` bound to node `i` with `annotations`.
+    /// A Pod as `orders` bound to node `i` with `annotations` and a `podCertificate` volume.
     async fn pod(&self, name: &str, node: usize, annotations: Value) -> Pod {
         let pods: Api<Pod> = Api::namespaced(self.admin.clone(), &self.ns);
         let pod: Pod = serde_json::from_value(json!({
@@ -445,7 +445,15 @@ impl Env {
             "spec": {
                 "serviceAccountName": "orders",
                 "nodeName": self.node_name(node),
-                "containers": [{"name": "app", "image": "registry.example/shop/app:1.0"}],
+                "containers": [{"name": "app", "image": "registry.example/shop/app:1.0",
+                                "volumeMounts": [{"name": "svid", "mountPath": "/var/run/svid"}]}],
+                // What makes the kubelet ask: node restriction admits requests only for a
+                // pod that mounts such a volume for the signer.
+                "volumes": [{"name": "svid", "projected": {"sources": [{"podCertificate": {
+                    "signerName": SIGNER,
+                    "keyType": "ECDSAP256",
+                    "credentialBundlePath": "credentialbundle.pem",
+                }}]}}],
             }
         }))
         .unwrap();
