@@ -23,7 +23,8 @@ deploy/render.sh --check
 
 for version in 1.30.0 1.35.0; do
     step "kubernetes-validate --strict against Kubernetes $version"
-    "$venv/bin/kubernetes-validate" --strict --quiet -k "$version" deploy/manifests/sigil.yaml
+    "$venv/bin/kubernetes-validate" --strict --quiet -k "$version" deploy/manifests/sigil.yaml \
+        deploy/manifests/sigil-pod-certificates.yaml
 done
 
 step "yamllint"
