@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use k8s_openapi::api::certificates::v1::{PodCertificateRequest, PodCertificateRequestSpec};
+use k8s_openapi::api::certificates::v1::{
+    ClusterTrustBundle, PodCertificateRequest, PodCertificateRequestSpec,
+};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::ByteString;
@@ -409,7 +411,8 @@ impl Env {
             .expect("token for Sigil's ServiceAccount")
             .status
             .expect("TokenRequest status")
-            .token;
+            .token
+            .expect("a token");
         let kubeconfig = dir.path().join("sigil.kubeconfig");
         std::fs::write(
             &kubeconfig,
@@ -492,7 +495,6 @@ impl Env {
                 stub_pkc_s10_request: ByteString(csr),
                 unverified_user_annotations: annotations
                     .map(|a| serde_json::from_value(a).unwrap()),
-                ..Default::default()
             },
             status: None,
         }
@@ -671,6 +673,36 @@ async fn node_requests_are_issued_the_pods_spiffe_id() {
     let latency = started.elapsed();
     assert_eq!(check_issued(&env, &pcr, &csr, &want), 3600);
     println!("request-to-Issued latency on loopback (create call to Issued seen): {latency:?}");
+
+    // The trust anchors are published for the signer: exactly Sigil's roots, each once.
+    let bundles: Api<ClusterTrustBundle> = Api::all(env.admin.clone());
+    let bundle_name = format!("{}:trust-anchors", SIGNER.replace('/', ":"));
+    let mut tries = 0;
+    let bundle = loop {
+        match bundles.get(&bundle_name).await {
+            Ok(b) => break b,
+            Err(e) if tries < 100 => {
+                tries += 1;
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the signer's ClusterTrustBundle {bundle_name}: {e}"),
+        }
+    };
+    assert_eq!(bundle.spec.signer_name.as_deref(), Some(SIGNER));
+    let published: Vec<Vec<u8>> = pem::parse_many(&bundle.spec.trust_bundle)
+        .unwrap()
+        .into_iter()
+        .map(|p| {
+            assert_eq!(p.tag(), "CERTIFICATE");
+            assert!(p.headers().iter().next().is_none(), "no PEM headers");
+            p.into_contents()
+        })
+        .collect();
+    assert_eq!(
+        published,
+        env.sigil.state.current().trust_bundle().roots().to_vec()
+    );
 
     // No maxExpirationSeconds (the API server's default, 24 h): the TTL (2 h) decides.
     let csr = stub_csr(env.dir.path(), "ed25519", &[]);

@@ -7,7 +7,8 @@ The list is the whole of what Sigil may do in the API:
   creates both objects) and never `delete`;
 - only with `podCertificates.signerName` set (the PodCertificateRequest signer), cluster-wide:
   get/list/watch podcertificaterequests, update podcertificaterequests/status, get nodes,
-  and `sign` on certificates.k8s.io signers limited to that one signer name.
+  `sign` and `attest` on certificates.k8s.io signers limited to that one signer name, create
+  clustertrustbundles, and get/update only on its own bundle `<signer, / as :>:trust-anchors`.
 """
 
 import copy
@@ -30,9 +31,11 @@ SIGNER = "sigil.example.com/spiffe"
 POD_CERTIFICATES_ALLOWED = {
     ("certificates.k8s.io", "podcertificaterequests"): {"get", "list", "watch"},
     ("certificates.k8s.io", "podcertificaterequests/status"): {"update"},
-    ("certificates.k8s.io", "signers"): {"sign"},
+    ("certificates.k8s.io", "signers"): {"sign", "attest"},
     ("", "nodes"): {"get"},
+    ("certificates.k8s.io", "clustertrustbundles"): {"create", "get", "update"},
 }
+BUNDLE = SIGNER.replace("/", ":") + ":trust-anchors"
 # For the namespaced Role: every rule must name only the trust bundle.
 NAMESPACE_ALLOWED = {
     ("", "secrets"): {"get", "list", "watch", "update", "patch"},
@@ -84,6 +87,11 @@ def rbac_violations(docs: list, namespace: str, signer: str | None = None) -> li
                 problems.append(f"{at}: must be limited to resourceNames [{TRUST_BUNDLE}], has {names}")
             if "signers" in (rule.get("resources") or []) and names != [signer]:
                 problems.append(f"{at}: signers must be limited to resourceNames [{signer}], has {names}")
+            bundle = (signer or "").replace("/", ":") + ":trust-anchors"
+            if ("clustertrustbundles" in (rule.get("resources") or [])
+                    and set(rule.get("verbs") or []) & {"get", "update", "patch", "delete"}
+                    and names != [bundle]):
+                problems.append(f"{at}: clustertrustbundles must be limited to resourceNames [{bundle}], has {names}")
             for group, resource, verb in grants(rule):
                 if verb not in allowed.get((group, resource), set()):
                     problems.append(f"{at}: grants {verb} on {group or 'core'}/{resource}")
@@ -201,6 +209,15 @@ def test_checker_catches_a_signer_grant_for_any_name(render):
     signers.pop("resourceNames")
     problems = rbac_violations(docs, "dapr-system", signer=SIGNER)
     assert any("signers must be limited" in p for p in problems), problems
+
+
+def test_checker_catches_updates_of_any_trust_bundle(render):
+    docs = render(values={"podCertificates": {"signerName": SIGNER}})
+    role = find(docs, "ClusterRole")[0]
+    rule = next(r for r in role["rules"] if r.get("resourceNames") == [BUNDLE])
+    rule.pop("resourceNames")
+    problems = rbac_violations(docs, "dapr-system", signer=SIGNER)
+    assert any("clustertrustbundles must be limited" in p for p in problems), problems
 
 
 # The checker itself must catch what it is there to catch.

@@ -7,11 +7,13 @@
 //! and writes the status once through `/status` ([`status`]), conditional on the
 //! resourceVersion it read: a 409 means another replica settled it first, which is no error.
 //! API and issuer problems are retried with backoff and never become `Failed`, because the
-//! kubelet never retries a Failed request.
+//! kubelet never retries a Failed request. The trust anchors are published as a
+//! ClusterTrustBundle for the signer ([`trust_bundle`]).
 
 mod review;
 mod signer_name;
 pub mod status;
+pub mod trust_bundle;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -384,7 +386,14 @@ fn jitter() -> f64 {
     f64::from(u32::from_be_bytes(b)) / f64::from(u32::MAX) * 2.0 - 1.0
 }
 
-/// Starts the signer on the current runtime.
+/// Starts the signer, and the ClusterTrustBundle publisher, on the current runtime.
 pub fn spawn(signer: Arc<PodCertificateSigner>, shutdown: watch::Receiver<bool>) {
+    tokio::spawn(trust_bundle::keep_published(
+        signer.client.clone(),
+        signer.signer_name.clone(),
+        signer.state.clone(),
+        signer.rules.api_timeout,
+        shutdown.clone(),
+    ));
     tokio::spawn(signer.run(shutdown));
 }
