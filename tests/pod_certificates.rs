@@ -340,6 +340,16 @@ fn run_id() -> String {
     format!("{}-{ms}", std::process::id())
 }
 
+/// Sigil as the chart runs it, with the credentials in `kubeconfig`.
+async fn start_replica(kubeconfig: &Path) -> RunningServer {
+    let mut flags = chart_flags();
+    flags.push(format!("--workload-cert-ttl={TTL_SECS}s"));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    start_sigil_for(kubeconfig, &flags)
+        .await
+        .expect("Sigil starts with the chart's signer grants")
+}
+
 /// One test's world: a namespace, two Nodes with their kubelet clients, Sigil running as
 /// the chart's ServiceAccount with the chart's flags.
 struct Env {
@@ -419,12 +429,7 @@ impl Env {
             serde_json::to_vec(&kubeconfig_with(&statedir, json!({"token": token}))).unwrap(),
         )
         .unwrap();
-        let mut flags = chart_flags();
-        flags.push(format!("--workload-cert-ttl={TTL_SECS}s"));
-        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let sigil = start_sigil_for(&kubeconfig, &flags)
-            .await
-            .expect("Sigil starts with the chart's signer grants");
+        let sigil = start_replica(&kubeconfig).await;
         Env {
             statedir,
             admin,
@@ -433,6 +438,11 @@ impl Env {
             sigil,
             dir,
         }
+    }
+
+    /// Another Sigil replica with the same credentials and flags.
+    async fn replica(&self) -> RunningServer {
+        start_replica(&self.dir.path().join("sigil.kubeconfig")).await
     }
 
     fn node_name(&self, i: usize) -> String {
@@ -868,5 +878,66 @@ async fn a_node_cannot_ask_for_another_nodes_pod() {
              (Sigil denied the request itself: {message})"
         );
     }
+    env.finish().await;
+}
+
+/// Successful and conflicting status writes per request, from the API server's audit log.
+fn status_writes(statedir: &Path, ns: &str) -> std::collections::BTreeMap<String, (u32, u32)> {
+    let mut out = std::collections::BTreeMap::new();
+    let log = std::fs::read_to_string(statedir.join("audit.log")).expect("audit log");
+    for line in log.lines() {
+        let e: Value = serde_json::from_str(line).expect("audit JSON");
+        let r = &e["objectRef"];
+        if r["resource"] != "podcertificaterequests"
+            || r["subresource"] != "status"
+            || r["namespace"] != ns
+            || e["verb"] != "update"
+        {
+            continue;
+        }
+        let name = r["name"].as_str().unwrap_or_default().to_string();
+        let entry = out.entry(name).or_insert((0, 0));
+        match e["responseStatus"]["code"].as_u64() {
+            Some(200) => entry.0 += 1,
+            Some(409) => entry.1 += 1,
+            other => panic!("status write answered {other:?}: {line}"),
+        }
+    }
+    out
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane: SIGIL_KUBE_STATEDIR (conformance/kube/controlplane.sh)"]
+async fn two_replicas_settle_each_request_once() {
+    let env = Env::new("replicas").await;
+    let second = env.replica().await;
+    let pod = env
+        .pod("orders-1", 0, json!({"dapr.io/app-id": "orders"}))
+        .await;
+    let want = format!("spiffe://public/ns/{}/orders", env.ns);
+    let mut created = Vec::new();
+    for _ in 0..20 {
+        let csr = stub_csr(env.dir.path(), "ec", &["ec_paramgen_curve:P-256"]);
+        let req = env
+            .request_for(&pod, 0, csr.clone(), Some(3600), None)
+            .await;
+        let pcr = env.create_as_node(0, &req).await.expect("create");
+        created.push((pcr.metadata.name.clone().unwrap(), csr));
+    }
+    for (name, csr) in &created {
+        let (pcr, _) = env.settled(name).await;
+        assert_eq!(check_issued(&env, &pcr, csr, &want), 3600);
+    }
+    let writes = status_writes(&env.statedir, &env.ns);
+    let conflicts: u32 = writes.values().map(|w| w.1).sum();
+    for (name, _) in &created {
+        assert_eq!(
+            writes.get(name).map(|w| w.0),
+            Some(1),
+            "{name}: exactly one successful status write (writes: {writes:?})"
+        );
+    }
+    println!("two replicas, 20 requests: 20 status writes, {conflicts} conflicts (409)");
+    second.shutdown().await.unwrap();
     env.finish().await;
 }

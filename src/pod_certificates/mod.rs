@@ -72,6 +72,8 @@ enum Settled {
     Written(&'static str, &'static str),
     /// Someone else settled it, or it is gone.
     Elsewhere,
+    /// The status write conflicted (409): read the request again, no backoff.
+    Conflict,
 }
 
 impl PodCertificateSigner {
@@ -125,7 +127,7 @@ impl PodCertificateSigner {
             let mut version = match listed {
                 Ok(list) => {
                     for pcr in list.items {
-                        self.offer(pcr);
+                        self.offer(pcr, &shutdown);
                     }
                     list.metadata.resource_version.unwrap_or_default()
                 }
@@ -159,7 +161,7 @@ impl PodCertificateSigner {
                             if let Some(v) = pcr.metadata.resource_version.clone() {
                                 version = v;
                             }
-                            self.offer(pcr);
+                            self.offer(pcr, &shutdown);
                             backoff = BACKOFF.0;
                         }
                         Some(Ok(WatchEvent::Deleted(pcr))) => {
@@ -190,7 +192,7 @@ impl PodCertificateSigner {
     }
 
     /// Starts a task for `pcr` unless it is settled, not ours, or already being worked on.
-    fn offer(self: &Arc<Self>, pcr: PodCertificateRequest) {
+    fn offer(self: &Arc<Self>, pcr: PodCertificateRequest, shutdown: &watch::Receiver<bool>) {
         if pcr.spec.signer_name != self.signer_name.as_str() || status::is_settled(&pcr) {
             return;
         }
@@ -206,8 +208,12 @@ impl PodCertificateSigner {
             return;
         }
         let me = self.clone();
+        let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
-            me.settle(pcr).await;
+            tokio::select! {
+                _ = me.settle(pcr) => {}
+                _ = shutdown.changed() => {}
+            }
             me.in_flight
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -223,15 +229,19 @@ impl PodCertificateSigner {
         };
         let name = pcr.metadata.name.clone().unwrap_or_default();
         let namespace = pcr.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<PodCertificateRequest> = Api::namespaced(self.client.clone(), &namespace);
         let mut backoff = BACKOFF.0;
-        loop {
-            let outcome = match self.attempt(&pcr).await {
+        let outcome = loop {
+            match self.attempt(&pcr).await {
                 Ok(Settled::Written(condition, reason)) => {
                     let elapsed = started.elapsed().as_secs_f64();
                     self.metrics.pod_certificate_duration.observe(elapsed);
-                    (condition, reason)
+                    break (condition, reason);
                 }
-                Ok(Settled::Elsewhere) => ("Elsewhere", "SettledElsewhere"),
+                Ok(Settled::Elsewhere) => break ("Elsewhere", "Deleted"),
+                Ok(Settled::Conflict) => {
+                    tracing::debug!(namespace = %namespace, request = %name, "status update conflicted; reading the request again");
+                }
                 Err(e) => {
                     self.metrics.pod_certificate_retries.inc();
                     tracing::warn!(
@@ -243,31 +253,27 @@ impl PodCertificateSigner {
                     );
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF.1);
-                    // Read it again: it may have been settled by another replica, or deleted.
-                    let api: Api<PodCertificateRequest> =
-                        Api::namespaced(self.client.clone(), &namespace);
-                    match cluster::call(self.rules.api_timeout, api.get(&name)).await {
-                        Ok(fresh) if status::is_settled(&fresh) => {
-                            ("Elsewhere", "SettledElsewhere")
-                        }
-                        Ok(fresh) => {
-                            pcr = fresh;
-                            continue;
-                        }
-                        Err(ApiFailure::NotFound) => ("Elsewhere", "Deleted"),
-                        Err(_) => continue,
-                    }
                 }
-            };
-            self.metrics
-                .pod_certificate_requests
-                .get_or_create(&PodCertificateLabels {
-                    outcome: outcome.0.to_ascii_lowercase(),
-                    reason: outcome.1.into(),
-                })
-                .inc();
-            return;
-        }
+            }
+            // Read it again: another replica may have settled it, or it was deleted.
+            match cluster::call(self.rules.api_timeout, api.get(&name)).await {
+                Ok(fresh) if status::is_settled(&fresh) => break ("Elsewhere", "SettledElsewhere"),
+                Ok(fresh) => pcr = fresh,
+                Err(ApiFailure::NotFound) => break ("Elsewhere", "Deleted"),
+                Err(e) => {
+                    tracing::warn!(namespace = %namespace, request = %name, error = %e.message(), "reading the PodCertificateRequest again failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF.1);
+                }
+            }
+        };
+        self.metrics
+            .pod_certificate_requests
+            .get_or_create(&PodCertificateLabels {
+                outcome: outcome.0.to_ascii_lowercase(),
+                reason: outcome.1.into(),
+            })
+            .inc();
     }
 
     /// One decision and one status write. `Err`: transient, retry.
@@ -366,9 +372,7 @@ impl PodCertificateSigner {
                 Ok(Settled::Written(condition, reason))
             }
             // Another replica wrote first (or the object changed): read it again.
-            Err(ApiFailure::Conflict) => Err(Error::Unavailable(
-                "status update conflicted; reading the request again".into(),
-            )),
+            Err(ApiFailure::Conflict) => Ok(Settled::Conflict),
             Err(ApiFailure::NotFound) => Ok(Settled::Elsewhere),
             Err(ApiFailure::Other(m)) => Err(Error::Unavailable(format!(
                 "writing the status of {namespace}/{name}: {m}"
