@@ -301,20 +301,7 @@ impl PodCertificateSigner {
                 (s, condition, reason, message)
             }
             Verdict::Sign { identity, csr } => {
-                let max_expiration = pcr
-                    .spec
-                    .max_expiration_seconds
-                    .map_or(DEFAULT_MAX_EXPIRATION, i64::from);
-                let lifetime = self.policy.ttl.min(time::Duration::seconds(max_expiration));
-                let backdate = self
-                    .policy
-                    .clock_skew
-                    .clamp(time::Duration::ZERO, MAX_BACKDATE);
-                // NotAfter - NotBefore must not exceed maxExpirationSeconds.
-                let policy = IssuePolicy {
-                    ttl: lifetime - backdate,
-                    clock_skew: backdate,
-                };
+                let policy = leaf_policy(&self.policy, pcr.spec.max_expiration_seconds);
                 let id = SpiffeId::workload(
                     &identity.trust_domain,
                     &identity.namespace,
@@ -381,6 +368,23 @@ impl PodCertificateSigner {
     }
 }
 
+/// The issue policy of one request: a lifetime (NotBefore to NotAfter) of the smaller of the
+/// workload TTL and `maxExpirationSeconds`, NotBefore backdated by the allowed clock skew but
+/// at most [`MAX_BACKDATE`]. `Authority::issue` caps NotAfter at the chain's end on top.
+fn leaf_policy(policy: &IssuePolicy, max_expiration_seconds: Option<i32>) -> IssuePolicy {
+    let max =
+        time::Duration::seconds(max_expiration_seconds.map_or(DEFAULT_MAX_EXPIRATION, i64::from));
+    let lifetime = policy.ttl.min(max);
+    let backdate = policy
+        .clock_skew
+        .clamp(time::Duration::ZERO, MAX_BACKDATE)
+        .min(lifetime / 2);
+    IssuePolicy {
+        ttl: lifetime - backdate,
+        clock_skew: backdate,
+    }
+}
+
 /// A uniform number in [-1, 1] for the refresh jitter (0 if the system RNG fails).
 fn jitter() -> f64 {
     let mut b = [0u8; 4];
@@ -400,4 +404,40 @@ pub fn spawn(signer: Arc<PodCertificateSigner>, shutdown: watch::Receiver<bool>)
         shutdown.clone(),
     ));
     tokio::spawn(signer.run(shutdown));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::Duration as D;
+
+    fn policy(ttl: D, skew: D) -> IssuePolicy {
+        IssuePolicy {
+            ttl,
+            clock_skew: skew,
+        }
+    }
+
+    #[test]
+    fn lifetime_is_the_smaller_of_ttl_and_max_expiration() {
+        // TTL 24 h, max 1 h: the leaf spans exactly 3600 s, 2 min of it before now.
+        let p = leaf_policy(&policy(D::hours(24), D::minutes(15)), Some(3600));
+        assert_eq!(p.ttl + p.clock_skew, D::hours(1));
+        assert_eq!(p.clock_skew, MAX_BACKDATE);
+        // TTL 2 h, no max (the API server's default 24 h): the TTL decides.
+        let p = leaf_policy(&policy(D::hours(2), D::minutes(15)), None);
+        assert_eq!(p.ttl + p.clock_skew, D::hours(2));
+        // A smaller skew is kept as it is.
+        let p = leaf_policy(&policy(D::hours(2), D::seconds(30)), Some(7200));
+        assert_eq!((p.ttl, p.clock_skew), (D::seconds(7170), D::seconds(30)));
+        assert!(p.validate().is_ok());
+    }
+
+    #[test]
+    fn jitter_stays_in_range() {
+        for _ in 0..1000 {
+            let j = jitter();
+            assert!((-1.0..=1.0).contains(&j), "{j}");
+        }
+    }
 }
