@@ -350,7 +350,8 @@ async fn start_replica(kubeconfig: &Path) -> RunningServer {
         .expect("Sigil starts with the chart's signer grants")
 }
 
-/// Taken for reading by every [`Env`], for writing by the test that restarts the API server.
+/// Taken for reading by every [`Env`], for writing by the tests that restart the API server
+/// or change the shared CA.
 static APISERVER: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// One test's world: a namespace, two Nodes with their kubelet clients, Sigil running as
@@ -1043,5 +1044,97 @@ async fn requests_after_an_apiserver_restart_are_not_lost() {
         "apiserver restart: 5 requests created right after it was back, all Issued {:?} after it was back",
         back.elapsed()
     );
+    env.finish().await;
+}
+
+/// The roots in the signer's ClusterTrustBundle (DER), once it exists.
+async fn published_roots(admin: &Client) -> Vec<Vec<u8>> {
+    let bundles: Api<ClusterTrustBundle> = Api::all(admin.clone());
+    let name = format!("{}:trust-anchors", SIGNER.replace('/', ":"));
+    let bundle = bundles
+        .get(&name)
+        .await
+        .expect("the signer's ClusterTrustBundle");
+    pem::parse_many(&bundle.spec.trust_bundle)
+        .unwrap()
+        .into_iter()
+        .map(pem::Pem::into_contents)
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane: SIGIL_KUBE_STATEDIR (conformance/kube/controlplane.sh)"]
+async fn a_root_rotation_publishes_both_roots() {
+    use k8s_openapi::api::core::v1::Secret;
+    let _exclusive = APISERVER.write().await;
+    let env = Env::exclusive("rootrot").await;
+    let old_roots = env.sigil.state.current().trust_bundle().roots().to_vec();
+
+    // Step one of a root rotation: a new root joins ca.crt in the Secret, the issuer stays.
+    let new = env.dir.path().join("new-ca");
+    let out = Command::new(env!("CARGO_BIN_EXE_sigil"))
+        .args([
+            "ca",
+            "init",
+            "--trust-domain",
+            "cluster.local",
+            "--namespace",
+            CP_NS,
+            "--out",
+        ])
+        .arg(&new)
+        .output()
+        .expect("sigil ca init runs");
+    assert!(out.status.success(), "sigil ca init: {out:?}");
+    let new_root = pem::parse(std::fs::read(new.join("ca.crt")).unwrap())
+        .unwrap()
+        .into_contents();
+    let secrets: Api<Secret> = Api::namespaced(env.admin.clone(), CP_NS);
+    let mut secret = secrets.get("dapr-trust-bundle").await.unwrap();
+    let data = secret.data.get_or_insert_with(Default::default);
+    let mut ca = data.get("ca.crt").expect("ca.crt").0.clone();
+    ca.extend_from_slice(pem::encode(&pem::Pem::new("CERTIFICATE", new_root.clone())).as_bytes());
+    data.insert("ca.crt".into(), ByteString(ca));
+    secrets
+        .replace("dapr-trust-bundle", &PostParams::default(), &secret)
+        .await
+        .expect("write the two-root ca.crt");
+
+    let mut want = old_roots.clone();
+    want.push(new_root);
+    let t0 = Instant::now();
+    loop {
+        let published = published_roots(&env.admin).await;
+        if published == want {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "after 30 s the ClusterTrustBundle holds {} roots, not the old and the new",
+            published.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "root rotation: both roots in the ClusterTrustBundle {:?} after the Secret changed",
+        t0.elapsed()
+    );
+
+    // Certificates keep coming, and verify against the two-root bundle.
+    let pod = env
+        .pod("orders-1", 0, json!({"dapr.io/app-id": "orders"}))
+        .await;
+    let csr = stub_csr(env.dir.path(), "ec", &["ec_paramgen_curve:P-256"]);
+    let created = env
+        .create_as_node(
+            0,
+            &env.request_for(&pod, 0, csr.clone(), Some(3600), None)
+                .await,
+        )
+        .await
+        .expect("create");
+    let (pcr, _) = env.settled(&created.metadata.name.clone().unwrap()).await;
+    let want_id = format!("spiffe://public/ns/{}/orders", env.ns);
+    check_issued(&env, &pcr, &csr, &want_id);
     env.finish().await;
 }
