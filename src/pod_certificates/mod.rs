@@ -369,12 +369,14 @@ impl PodCertificateSigner {
 }
 
 /// The issue policy of one request: a lifetime (NotBefore to NotAfter) of the smaller of the
-/// workload TTL and `maxExpirationSeconds`, NotBefore backdated by the allowed clock skew but
-/// at most [`MAX_BACKDATE`]. `Authority::issue` caps NotAfter at the chain's end on top.
+/// workload TTL and `maxExpirationSeconds`, but at least the API server's floor of an hour (a
+/// workload TTL below it would otherwise never let a request be issued), NotBefore backdated
+/// by the allowed clock skew but at most [`MAX_BACKDATE`]. `Authority::issue` caps NotAfter at
+/// the chain's end on top.
 fn leaf_policy(policy: &IssuePolicy, max_expiration_seconds: Option<i32>) -> IssuePolicy {
     let max =
         time::Duration::seconds(max_expiration_seconds.map_or(DEFAULT_MAX_EXPIRATION, i64::from));
-    let lifetime = policy.ttl.min(max);
+    let lifetime = policy.ttl.min(max).max(MIN_LIFETIME);
     let backdate = policy
         .clock_skew
         .clamp(time::Duration::ZERO, MAX_BACKDATE)
@@ -431,6 +433,9 @@ mod tests {
         let p = leaf_policy(&policy(D::hours(2), D::seconds(30)), Some(7200));
         assert_eq!((p.ttl, p.clock_skew), (D::seconds(7170), D::seconds(30)));
         assert!(p.validate().is_ok());
+        // A workload TTL under the API server's floor: an hour.
+        let p = leaf_policy(&policy(D::minutes(10), D::minutes(1)), Some(7200));
+        assert_eq!((p.ttl, p.clock_skew), (D::minutes(59), D::minutes(1)));
     }
 
     #[test]
