@@ -23,12 +23,16 @@ deploy/render.sh --check
 
 for version in 1.30.0 1.35.0; do
     step "kubernetes-validate --strict against Kubernetes $version"
-    "$venv/bin/kubernetes-validate" --strict --quiet -k "$version" deploy/manifests/sigil.yaml
+    "$venv/bin/kubernetes-validate" --strict --quiet -k "$version" deploy/manifests/sigil.yaml \
+        deploy/manifests/sigil-pod-certificates.yaml
 done
+
+step "example workload (podCertificate volumes: Kubernetes 1.35+ schema)"
+"$venv/bin/kubernetes-validate" --strict --quiet -k 1.35.0 deploy/examples/pod-certificate-workload.yaml
 
 step "yamllint"
 "$venv/bin/yamllint" --strict -c deploy/yamllint.yaml \
-    deploy/manifests deploy/helm/sigil/Chart.yaml deploy/helm/sigil/values.yaml deploy/yamllint.yaml
+    deploy/manifests deploy/examples deploy/helm/sigil/Chart.yaml deploy/helm/sigil/values.yaml deploy/yamllint.yaml
 
 step "shell syntax"
 for f in deploy/*.sh; do bash -n "$f"; done

@@ -319,6 +319,10 @@ pub struct ServeArgs {
     /// Sigil: a gRPC connection with no request in flight for this long is closed.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     pub idle_timeout: Duration,
+    /// Sigil (kubernetes mode): sign Kubernetes PodCertificateRequests for this signer name
+    /// (domain-qualified, e.g. `sigil.example.com/spiffe`). Off when unset.
+    #[arg(long)]
+    pub pod_certificate_signer: Option<String>,
 }
 
 /// The `mtls` part of a Dapr `Configuration`.
@@ -458,6 +462,8 @@ pub struct Config {
     pub peer_rate: Option<crate::rate_limit::Rate>,
     /// Rate limit per proven identity (`None`: off).
     pub identity_rate: Option<crate::rate_limit::Rate>,
+    /// Signer name of the PodCertificateRequest signer (kubernetes mode), when enabled.
+    pub pod_certificate_signer: Option<String>,
     /// Connection cap of the gRPC and OIDC listeners.
     pub max_connections: usize,
     /// Streams per gRPC connection.
@@ -721,6 +727,19 @@ impl ServeArgs {
                 "--header-timeout and --idle-timeout must be positive".into(),
             ));
         }
+        let pod_certificate_signer = match &self.pod_certificate_signer {
+            None => None,
+            Some(_) if self.mode != Mode::Kubernetes => {
+                return Err(Error::Config(
+                    "--pod-certificate-signer needs --mode kubernetes".into(),
+                ))
+            }
+            Some(name) => Some(
+                crate::pod_certificates::SignerName::parse(name)
+                    .map_err(|e| Error::Config(format!("--pod-certificate-signer: {e}")))?
+                    .to_string(),
+            ),
+        };
         Ok(Config {
             mode: self.mode,
             listen,
@@ -760,6 +779,7 @@ impl ServeArgs {
                 self.identity_rate_limit,
                 self.identity_rate_burst,
             )?,
+            pod_certificate_signer,
             max_connections: self.max_connections,
             max_concurrent_streams: self.max_concurrent_streams,
             header_timeout: self.header_timeout,

@@ -35,6 +35,7 @@ pub mod jwt;
 pub mod listener;
 pub mod observe;
 pub mod oidc;
+pub mod pod_certificates;
 pub mod rate_limit;
 pub mod rotation;
 pub mod server;

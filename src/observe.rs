@@ -38,6 +38,15 @@ pub struct RequestLabels {
     pub code: String,
 }
 
+/// Label set of settled PodCertificateRequests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PodCertificateLabels {
+    /// issued, denied, failed, or elsewhere (another replica settled it, or it was deleted).
+    pub outcome: String,
+    /// The condition's reason.
+    pub reason: String,
+}
+
 /// Label set for CA certificate expiry.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CertLabels {
@@ -95,6 +104,12 @@ pub struct Metrics {
     /// sigil_trust_bundle_mirror_failures_total: failed writes of the public ConfigMap copy
     /// of the trust anchors or JWKS
     pub trust_bundle_mirror_failures: Counter,
+    /// sigil_pod_certificate_requests_total{outcome,reason}
+    pub pod_certificate_requests: Family<PodCertificateLabels, Counter>,
+    /// sigil_pod_certificate_duration_seconds: from seeing a request to writing its status
+    pub pod_certificate_duration: Histogram,
+    /// sigil_pod_certificate_retries_total: attempts that hit a transient problem
+    pub pod_certificate_retries: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -133,6 +148,9 @@ impl Metrics {
         let ca_material_lost = Counter::default();
         let ca_root_replacement_refused = Counter::default();
         let trust_bundle_mirror_failures = Counter::default();
+        let pod_certificate_requests = Family::<PodCertificateLabels, Counter>::default();
+        let pod_certificate_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let pod_certificate_retries = Counter::default();
         registry.register(
             "dapr_sentry_cert_sign_request_received",
             "Certificate signing requests received",
@@ -233,6 +251,21 @@ impl Metrics {
             "Failed writes of the public ConfigMap copy of the trust anchors or JWKS",
             trust_bundle_mirror_failures.clone(),
         );
+        registry.register(
+            "sigil_pod_certificate_requests",
+            "PodCertificateRequests settled, by outcome and reason",
+            pod_certificate_requests.clone(),
+        );
+        registry.register(
+            "sigil_pod_certificate_duration_seconds",
+            "Time from seeing a PodCertificateRequest to writing its status",
+            pod_certificate_duration.clone(),
+        );
+        registry.register(
+            "sigil_pod_certificate_retries",
+            "PodCertificateRequest attempts that hit a transient problem (API server, issuer) and were retried",
+            pod_certificate_retries.clone(),
+        );
         Self {
             registry,
             sign_received,
@@ -255,6 +288,9 @@ impl Metrics {
             ca_material_lost,
             ca_root_replacement_refused,
             trust_bundle_mirror_failures,
+            pod_certificate_requests,
+            pod_certificate_duration,
+            pod_certificate_retries,
         }
     }
 

@@ -363,6 +363,26 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
         ));
     }
 
+    if let (Some(signer), Some(client)) = (&config.pod_certificate_signer, &kube_client) {
+        let name = crate::pod_certificates::SignerName::parse(signer).map_err(Error::Config)?;
+        crate::pod_certificates::spawn(
+            crate::pod_certificates::PodCertificateSigner::new(
+                client.clone(),
+                name,
+                crate::pod_certificates::Rules {
+                    control_plane_trust_domain: config.trust_domain.clone(),
+                    control_plane_namespace: config.namespace.clone(),
+                    api_timeout: cluster::api_timeout(config.request_timeout),
+                },
+                config.cluster_domain.clone(),
+                config.policy,
+                state.clone(),
+                metrics.clone(),
+                clock.clone(),
+            ),
+            shutdown_rx.clone(),
+        );
+    }
     tokio::spawn(rotation::watch_store(
         rotation::Watcher::new().allowing_root_replacement(config.allow_ca_root_replacement),
         store.clone(),

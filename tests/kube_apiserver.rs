@@ -251,8 +251,8 @@ async fn token(
 ) -> Result<String, kube::Error> {
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
     let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: vec![audience.to_string()],
+        spec: Some(TokenRequestSpec {
+            audiences: Some(vec![audience.to_string()]),
             expiration_seconds: Some(3600),
             bound_object_ref: pod.map(|p| BoundObjectReference {
                 api_version: Some("v1".into()),
@@ -260,13 +260,17 @@ async fn token(
                 name: p.metadata.name.clone(),
                 uid: p.metadata.uid.clone(),
             }),
-        },
+            ..Default::default()
+        }),
         ..Default::default()
     };
     let answer = api
         .create_token_request(sa, &PostParams::default(), &request)
         .await?;
-    Ok(answer.status.expect("TokenRequest status").token)
+    Ok(answer
+        .status
+        .and_then(|s| s.token)
+        .expect("TokenRequest status with a token"))
 }
 
 /// The (unverified) claims of a JWT.
@@ -893,7 +897,7 @@ async fn legacy_secret_token_is_denied() {
     let reviews: Api<TokenReview> = Api::all(env.admin.clone());
     let review = |audiences: Vec<String>| TokenReview {
         spec: TokenReviewSpec {
-            token: Some(t.clone()),
+            token: t.clone(),
             audiences: Some(audiences),
         },
         ..Default::default()

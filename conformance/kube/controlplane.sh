@@ -226,6 +226,7 @@ launch_apiserver() {
 		--service-account-signing-key-file="$p/sa.key" \
 		--api-audiences=https://kubernetes.default.svc.cluster.local \
 		--authorization-mode=Node,RBAC \
+		--enable-admission-plugins=NodeRestriction \
 		--service-cluster-ip-range=10.96.0.0/16 \
 		--endpoint-reconciler-type=none \
 		--allow-privileged=false \

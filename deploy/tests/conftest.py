@@ -52,6 +52,12 @@ def shipped() -> list:
     return load_docs(MANIFEST.read_text())
 
 
+@pytest.fixture(scope="session")
+def shipped_pod_certificates() -> list:
+    """The checked-in manifests with the PodCertificateRequest signer on."""
+    return load_docs((MANIFEST.parent / "sigil-pod-certificates.yaml").read_text())
+
+
 def find(docs: list, kind: str, name: str | None = None) -> list:
     return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
 

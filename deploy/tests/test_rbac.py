@@ -4,7 +4,11 @@ The list is the whole of what Sigil may do in the API:
 - cluster-wide: create TokenReviews; get pods; get Dapr Configurations;
 - in its own namespace, on the Secret and the ConfigMap `dapr-trust-bundle` only:
   get/update. Never `create` (it cannot be limited by name; the chart creates both
-  objects), never `delete`, and no list/watch/patch, which Sigil never calls.
+  objects), never `delete`, and no list/watch/patch, which Sigil never calls;
+- only with `podCertificates.signerName` set (the PodCertificateRequest signer), cluster-wide:
+  get/list/watch podcertificaterequests, update podcertificaterequests/status, get nodes,
+  `sign` and `attest` on certificates.k8s.io signers limited to that one signer name, create
+  clustertrustbundles, and get/update only on its own bundle `<signer, / as :>:trust-anchors`.
 """
 
 import copy
@@ -22,6 +26,16 @@ CLUSTER_ALLOWED = {
     ("", "pods"): {"get"},
     ("dapr.io", "configurations"): {"get"},
 }
+# Added to the ClusterRole only when podCertificates.signerName is set.
+SIGNER = "sigil.example.com/spiffe"
+POD_CERTIFICATES_ALLOWED = {
+    ("certificates.k8s.io", "podcertificaterequests"): {"get", "list", "watch"},
+    ("certificates.k8s.io", "podcertificaterequests/status"): {"update"},
+    ("certificates.k8s.io", "signers"): {"sign", "attest"},
+    ("", "nodes"): {"get"},
+    ("certificates.k8s.io", "clustertrustbundles"): {"create", "get", "update"},
+}
+BUNDLE = SIGNER.replace("/", ":") + ":trust-anchors"
 # For the namespaced Role: every rule must name only the trust bundle.
 NAMESPACE_ALLOWED = {
     ("", "secrets"): {"get", "update"},
@@ -38,9 +52,16 @@ def grants(rule: dict):
                 yield group, resource, verb
 
 
-def rbac_violations(docs: list, namespace: str) -> list:
-    """Everything in `docs` that grants more than the allowed list, or grants it to
-    someone other than Sigil's service account."""
+def cluster_allowed(signer: str | None) -> dict:
+    if signer is None:
+        return CLUSTER_ALLOWED
+    return {**CLUSTER_ALLOWED, **POD_CERTIFICATES_ALLOWED}
+
+
+def rbac_violations(docs: list, namespace: str, signer: str | None = None) -> list:
+    """Everything in `docs` that grants more than the allowed list (with the signer's
+    grants when `signer` is given), or grants it to someone other than Sigil's service
+    account."""
     problems = []
     roles = {}
     for d in docs:
@@ -53,7 +74,7 @@ def rbac_violations(docs: list, namespace: str) -> list:
             problems.append(f"{where}: not in namespace {namespace}")
         if "aggregationRule" in d:
             problems.append(f"{where}: aggregationRule pulls in other roles' rules")
-        allowed = CLUSTER_ALLOWED if kind == "ClusterRole" else NAMESPACE_ALLOWED
+        allowed = cluster_allowed(signer) if kind == "ClusterRole" else NAMESPACE_ALLOWED
         for i, rule in enumerate(d.get("rules") or []):
             at = f"{where} rule {i}"
             if rule.get("nonResourceURLs"):
@@ -64,6 +85,13 @@ def rbac_violations(docs: list, namespace: str) -> list:
             names = rule.get("resourceNames") or []
             if kind == "Role" and (not names or set(names) != {TRUST_BUNDLE}):
                 problems.append(f"{at}: must be limited to resourceNames [{TRUST_BUNDLE}], has {names}")
+            if "signers" in (rule.get("resources") or []) and names != [signer]:
+                problems.append(f"{at}: signers must be limited to resourceNames [{signer}], has {names}")
+            bundle = (signer or "").replace("/", ":") + ":trust-anchors"
+            if ("clustertrustbundles" in (rule.get("resources") or [])
+                    and set(rule.get("verbs") or []) & {"get", "update", "patch", "delete"}
+                    and names != [bundle]):
+                problems.append(f"{at}: clustertrustbundles must be limited to resourceNames [{bundle}], has {names}")
             for group, resource, verb in grants(rule):
                 if verb not in allowed.get((group, resource), set()):
                     problems.append(f"{at}: grants {verb} on {group or 'core'}/{resource}")
@@ -97,9 +125,9 @@ def granted(docs: list) -> set:
     return out
 
 
-def needed() -> set:
+def needed(signer: str | None = None) -> set:
     out = set()
-    for kind, table in (("ClusterRole", CLUSTER_ALLOWED), ("Role", NAMESPACE_ALLOWED)):
+    for kind, table in (("ClusterRole", cluster_allowed(signer)), ("Role", NAMESPACE_ALLOWED)):
         for (group, resource), verbs in table.items():
             out.update((kind, group, resource, v) for v in verbs)
     return out
@@ -150,6 +178,47 @@ def test_rbac_does_not_depend_on_values(render):
     })
     assert rbac_violations(docs, "dapr-system") == []
     assert granted(docs) == needed()
+
+
+def test_pod_certificate_signer_grants_exactly_its_rbac(render):
+    docs = render(values={"podCertificates": {"signerName": SIGNER}})
+    assert rbac_violations(docs, "dapr-system", signer=SIGNER) == []
+    assert granted(docs) == needed(signer=SIGNER)
+    # Without the signer the same grants are violations.
+    assert rbac_violations(docs, "dapr-system") != []
+    # And the Deployment passes the flag.
+    args = find(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--pod-certificate-signer={SIGNER}" in args
+
+
+def test_pod_certificate_signer_off_by_default(render):
+    docs = render()
+    args = find(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert not any(a.startswith("--pod-certificate-signer") for a in args)
+    assert granted(docs) == needed()
+
+
+def test_shipped_pod_certificates_manifest(shipped_pod_certificates):
+    assert rbac_violations(shipped_pod_certificates, "dapr-system", signer=SIGNER) == []
+    assert granted(shipped_pod_certificates) == needed(signer=SIGNER)
+
+
+def test_checker_catches_a_signer_grant_for_any_name(render):
+    docs = render(values={"podCertificates": {"signerName": SIGNER}})
+    role = find(docs, "ClusterRole")[0]
+    signers = next(r for r in role["rules"] if "signers" in r["resources"])
+    signers.pop("resourceNames")
+    problems = rbac_violations(docs, "dapr-system", signer=SIGNER)
+    assert any("signers must be limited" in p for p in problems), problems
+
+
+def test_checker_catches_updates_of_any_trust_bundle(render):
+    docs = render(values={"podCertificates": {"signerName": SIGNER}})
+    role = find(docs, "ClusterRole")[0]
+    rule = next(r for r in role["rules"] if r.get("resourceNames") == [BUNDLE])
+    rule.pop("resourceNames")
+    problems = rbac_violations(docs, "dapr-system", signer=SIGNER)
+    assert any("clustertrustbundles must be limited" in p for p in problems), problems
 
 
 # The checker itself must catch what it is there to catch.

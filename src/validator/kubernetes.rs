@@ -378,7 +378,7 @@ impl KubernetesValidator {
     async fn review(&self, token: &str) -> Result<String, Error> {
         let review = TokenReview {
             spec: TokenReviewSpec {
-                token: Some(token.to_owned()),
+                token: token.to_owned(),
                 audiences: Some(self.audiences.clone()),
             },
             ..Default::default()
@@ -412,44 +412,6 @@ impl KubernetesValidator {
             .user
             .and_then(|u| u.username)
             .ok_or_else(|| denied("token review returned no user name"))
-    }
-
-    async fn app_trust_domain(&self, namespace: &str, pod: &Pod) -> Result<TrustDomain, Error> {
-        let annotations = pod.metadata.annotations.as_ref();
-        let Some(config_name) = annotations
-            .and_then(|a| a.get(ANNOTATION_CONFIG))
-            .filter(|n| !n.is_empty())
-        else {
-            return default_trust_domain();
-        };
-        // The name goes into the request URL: only what Kubernetes allows as an object name.
-        if !is_dns1123_subdomain(config_name) {
-            return Err(denied(format!(
-                "the pod's {ANNOTATION_CONFIG} annotation {:?} is not a valid Configuration name (a DNS-1123 subdomain)",
-                config_name.chars().take(64).collect::<String>()
-            )));
-        }
-        let data = cluster::get_configuration(
-            &self.client,
-            namespace,
-            config_name,
-            self.options.api_timeout,
-        )
-        .await
-        .map_err(|e| e.unavailable("reading the app's Configuration"))?
-        .ok_or_else(|| {
-            denied(format!(
-                "the pod's Configuration {namespace}/{config_name} (annotation {ANNOTATION_CONFIG}) does not exist"
-            ))
-        })?;
-        match str_at(&data, &["spec", "accessControl", "trustDomain"]) {
-            None => default_trust_domain(),
-            Some(td) => TrustDomain::new(td).map_err(|e| {
-                denied(format!(
-                    "Configuration {namespace}/{config_name} has an invalid trust domain: {e}"
-                ))
-            }),
-        }
     }
 
     async fn validate_uncached(
@@ -506,11 +468,15 @@ impl KubernetesValidator {
                 app_id.as_str()
             )));
         }
-        let trust_domain = if control_plane {
-            self.options.control_plane_trust_domain.clone()
-        } else {
-            self.app_trust_domain(sa_ns, &pod).await?
-        };
+        let trust_domain = pod_trust_domain(
+            &self.client,
+            self.options.api_timeout,
+            &self.options.control_plane_trust_domain,
+            sa_ns,
+            &pod,
+            control_plane,
+        )
+        .await?;
         Ok((
             Identity {
                 trust_domain,
@@ -552,6 +518,53 @@ impl From<SharedRefusal> for Error {
             SharedRefusal::Denied(m) => Error::Denied(m),
             SharedRefusal::Unavailable(m) => Error::Unavailable(m),
         }
+    }
+}
+
+/// The trust domain of a pod's certificate (step 5): the control plane's for a control-plane
+/// service (`control_plane` from [`expected_app_id`]), else the pod's Dapr `Configuration`
+/// (annotation `dapr.io/config`) `spec.accessControl.trustDomain`, default `public`. Shared by
+/// the gRPC validator and the PodCertificateRequest signer.
+pub async fn pod_trust_domain(
+    client: &Client,
+    api_timeout: Duration,
+    control_plane_trust_domain: &TrustDomain,
+    namespace: &str,
+    pod: &Pod,
+    control_plane: bool,
+) -> Result<TrustDomain, Error> {
+    if control_plane {
+        return Ok(control_plane_trust_domain.clone());
+    }
+    let annotations = pod.metadata.annotations.as_ref();
+    let Some(config_name) = annotations
+        .and_then(|a| a.get(ANNOTATION_CONFIG))
+        .filter(|n| !n.is_empty())
+    else {
+        return default_trust_domain();
+    };
+    // The name goes into the request URL: only what Kubernetes allows as an object name.
+    if !is_dns1123_subdomain(config_name) {
+        return Err(denied(format!(
+            "the pod's {ANNOTATION_CONFIG} annotation {:?} is not a valid Configuration name (a DNS-1123 subdomain)",
+            config_name.chars().take(64).collect::<String>()
+        )));
+    }
+    let data = cluster::get_configuration(client, namespace, config_name, api_timeout)
+        .await
+        .map_err(|e| e.unavailable("reading the app's Configuration"))?
+        .ok_or_else(|| {
+            denied(format!(
+                "the pod's Configuration {namespace}/{config_name} (annotation {ANNOTATION_CONFIG}) does not exist"
+            ))
+        })?;
+    match str_at(&data, &["spec", "accessControl", "trustDomain"]) {
+        None => default_trust_domain(),
+        Some(td) => TrustDomain::new(td).map_err(|e| {
+            denied(format!(
+                "Configuration {namespace}/{config_name} has an invalid trust domain: {e}"
+            ))
+        }),
     }
 }
 
