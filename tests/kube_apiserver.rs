@@ -953,6 +953,11 @@ async fn three_replicas_on_an_empty_trust_bundle_end_with_one_ca() {
     let mut secret = secrets.get("dapr-trust-bundle").await.unwrap();
     secret.data = None;
     secret.string_data = None;
+    // Starting over on purpose, as Sigil's refusal explains: also drop the annotation Sigil
+    // writes with the material (with it, an emptied Secret is a lost CA, not a first start).
+    if let Some(a) = secret.metadata.annotations.as_mut() {
+        a.remove("sigil.dev/ca-stored");
+    }
     secrets
         .replace("dapr-trust-bundle", &PostParams::default(), &secret)
         .await
