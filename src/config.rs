@@ -202,6 +202,11 @@ pub struct ServeArgs {
     /// JWT lifetime (default 24h).
     #[arg(long)]
     pub jwt_ttl: Option<String>,
+    /// Sigil: how long a new JWT signing key is published before it signs, so that every
+    /// replica serves it and verifiers' caches hold it. Default: the OIDC cache lifetime
+    /// (300s) plus two --reload-interval.
+    #[arg(long, value_parser = parse_duration)]
+    pub jwt_key_publish_delay: Option<Duration>,
     /// Serve OIDC discovery and the JWKS over HTTP(S) (requires --jwt-enabled).
     #[arg(long, default_value_t = false, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = parse_go_bool, action = clap::ArgAction::Set)]
     pub oidc_enabled: bool,
@@ -497,6 +502,8 @@ pub struct JwtSettings {
     pub key_id: Option<String>,
     /// Token lifetime.
     pub ttl: Duration,
+    /// How long a new key is published before it signs (`None`: the default rule).
+    pub publish_delay: Option<Duration>,
 }
 
 /// OIDC discovery server settings.
@@ -542,6 +549,10 @@ impl ServeArgs {
             ),
             ("--jwt-key-id", self.jwt_key_id.is_some()),
             ("--jwt-ttl", self.jwt_ttl.is_some()),
+            (
+                "--jwt-key-publish-delay",
+                self.jwt_key_publish_delay.is_some(),
+            ),
             ("--oidc-enabled", self.oidc_enabled),
         ];
         if !self.jwt_enabled {
@@ -863,6 +874,7 @@ impl ServeArgs {
             algorithm,
             key_id: self.jwt_key_id.clone(),
             ttl,
+            publish_delay: self.jwt_key_publish_delay,
         })
     }
 

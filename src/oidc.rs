@@ -465,6 +465,7 @@ mod tests {
             algorithm: Some(JwsAlgorithm::Es256),
             key_id: None,
             ttl: Duration::from_secs(3600),
+            publish_delay: None,
         };
         let store = crate::jwt::FileJwtStore::new(&s.key_path, &s.jwks_path);
         let clock = ManualClock::new(time::OffsetDateTime::now_utc());

@@ -296,7 +296,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
                     &*clock,
                 )
                 .await?
-                .with_publish_delay(crate::jwt::publish_delay(config.reload_interval)),
+                .with_publish_delay(match settings.publish_delay {
+                    Some(d) => sigil_pki::clock::to_time(d),
+                    None => crate::jwt::publish_delay(config.reload_interval),
+                }),
             );
             Some((jwt_store, state))
         }

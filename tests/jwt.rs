@@ -138,6 +138,8 @@ async fn tokens_verify_against_the_jwks_served_by_the_oidc_server() {
             &key,
             "--oidc-allowed-hosts",
             "localhost",
+            "--jwt-key-publish-delay",
+            "10s",
         ],
     )
     .await;
@@ -235,6 +237,37 @@ async fn tokens_verify_against_the_jwks_served_by_the_oidc_server() {
     let new_key = sigil_pki::JwtSigningKey::generate(sigil_pki::JwsAlgorithm::Es256).unwrap();
     sigil::store::atomic::write_file(&creds.join("jwt.key"), new_key.to_pem().as_bytes(), 0o600)
         .unwrap();
+    // Published first: the served JWKS gains the new key while the old one still signs.
+    let mut published = false;
+    for _ in 0..200 {
+        let (_, body, _) = https_get(&server, &anchor, "/jwks.json", "localhost").await;
+        let jwks: Value = serde_json::from_slice(&body).unwrap();
+        if jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == new_key.kid())
+        {
+            published = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(published, "the new key is published");
+    let req = harness::request("orders", "shop", &harness::csr(&rcgen::PKCS_ED25519).1);
+    let token = client
+        .sign_certificate(req)
+        .await
+        .unwrap()
+        .into_inner()
+        .jwt
+        .unwrap();
+    let header: Value = serde_json::from_slice(&b64(token.split('.').next().unwrap())).unwrap();
+    assert_eq!(
+        header["kid"],
+        old_kid.as_str(),
+        "published, not yet signing"
+    );
     let mut rotated = None;
     for _ in 0..200 {
         let req = harness::request("orders", "shop", &harness::csr(&rcgen::PKCS_ED25519).1);

@@ -192,6 +192,10 @@ async fn a_key_put_into_the_secret_is_published_before_it_signs_and_the_old_one_
         "signing.pem",
         "--reload-interval",
         "100ms",
+        // Long enough for the check below that the old key still signs (a signing round
+        // trip against the fake takes up to a few seconds on a busy machine).
+        "--jwt-key-publish-delay",
+        "10s",
     ]);
     let server = start_sigil(&fake, &flags).await.unwrap();
     assert_eq!(
@@ -206,8 +210,21 @@ async fn a_key_put_into_the_secret_is_published_before_it_signs_and_the_old_one_
     let mut secret = fake.get(&secrets(CP_NS), "dapr-trust-bundle").unwrap();
     secret["data"]["signing.pem"] = json!(b64(second.to_pem().as_bytes()));
     fake.put(&secrets(CP_NS), secret);
+    // Published first (the ConfigMap has it), while the old key still signs.
+    let mut published = false;
+    for _ in 0..200 {
+        if kids(&configmap_jwks(&fake)).contains(&second.kid().to_string()) {
+            published = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(published, "the new key is published");
+    let token = sign(&fake, &server, &[]).await;
+    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+    assert_eq!(kid, first.kid(), "published, not yet signing");
     let mut rotated = None;
-    for _ in 0..100 {
+    for _ in 0..200 {
         let token = sign(&fake, &server, &[]).await;
         let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
         if kid == second.kid() {

@@ -120,6 +120,66 @@ struct Args {
     /// Flood: how long it lasts; the legitimate load starts 2 s in.
     #[arg(long, default_value_t = 30)]
     flood_seconds: u64,
+    /// Soak: every Nth request is hostile (bad id, namespace, CSR, validator, or the CA's own
+    /// identity) and must be refused with its gRPC code; 0 sends only valid requests.
+    #[arg(long, default_value_t = 0)]
+    hostile_every: usize,
+}
+
+/// The hostile requests of a soak, each with the code it must get.
+fn hostile(i: usize, csr_pem: &str) -> (SignCertificateRequest, tonic::Code, &'static str) {
+    let mut req = SignCertificateRequest {
+        id: format!("app{}", i % 1000),
+        token: String::new(),
+        trust_domain: "public".into(),
+        namespace: "default".into(),
+        certificate_signing_request: csr_pem.as_bytes().to_vec(),
+        token_validator: TokenValidator::Insecure as i32,
+        jwt_audiences: vec![],
+    };
+    let kinds = 6;
+    let (code, what) = match (i / 7) % kinds {
+        0 => {
+            req.id = String::new();
+            (tonic::Code::PermissionDenied, "empty app id")
+        }
+        1 => {
+            req.id = "a.b".into();
+            (tonic::Code::PermissionDenied, "dotted app id")
+        }
+        2 => {
+            req.namespace = String::new();
+            (tonic::Code::PermissionDenied, "no namespace")
+        }
+        3 => {
+            req.certificate_signing_request = b"-----BEGIN CERTIFICATE REQUEST-----\ngarbage\n-----END CERTIFICATE REQUEST-----\n".to_vec();
+            (tonic::Code::InvalidArgument, "garbage CSR")
+        }
+        4 => {
+            req.id = "dapr-sentry".into();
+            (tonic::Code::PermissionDenied, "the CA's own identity")
+        }
+        _ => {
+            req.token_validator = 99;
+            (tonic::Code::InvalidArgument, "unknown validator")
+        }
+    };
+    (req, code, what)
+}
+
+/// Sends one hostile request; `Ok` when it was refused with the expected code.
+async fn one_hostile(conn: &mut Conn, csr_pem: &str, i: usize) -> Result<(), String> {
+    let Conn::Grpc(client) = conn else {
+        return Err("hostile requests need the gRPC target".into());
+    };
+    let (req, want, what) = hostile(i, csr_pem);
+    match client.sign_certificate(req).await {
+        Ok(_) => Err(format!("hostile request ({what}) was issued a certificate")),
+        Err(s) if s.code() == want => Ok(()),
+        Err(s) => Err(format!(
+            "hostile request ({what}): wanted {want:?}, got {s}"
+        )),
+    }
 }
 
 fn csr(key: Key) -> String {
@@ -513,6 +573,7 @@ async fn run(args: Args) {
         workers.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = Vec::new();
+            let (mut hostile_ok, mut hostile_wrong) = (0usize, Vec::new());
             let mut conn = None;
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -530,6 +591,13 @@ async fn run(args: Args) {
                     }
                 }
                 let c = conn.as_mut().expect("connected above");
+                if args.hostile_every > 0 && i % args.hostile_every == args.hostile_every - 1 {
+                    match one_hostile(c, &csrs[i], i).await {
+                        Ok(()) => hostile_ok += 1,
+                        Err(e) => hostile_wrong.push(e),
+                    }
+                    continue;
+                }
                 match one(c, &csrs[i], i, &args.addr).await {
                     Ok(()) => lat.push(t.elapsed()),
                     Err(e) => {
@@ -538,15 +606,18 @@ async fn run(args: Args) {
                     }
                 }
             }
-            (lat, errors)
+            (lat, errors, hostile_ok, hostile_wrong)
         }));
     }
     let mut lat = Vec::new();
     let mut errors = Vec::new();
+    let (mut hostile_ok, mut hostile_wrong) = (0usize, Vec::new());
     for w in workers {
-        let (l, e) = w.await.expect("worker");
+        let (l, e, ho, hw) = w.await.expect("worker");
         lat.extend(l);
         errors.extend(e);
+        hostile_ok += ho;
+        hostile_wrong.extend(hw);
     }
     let elapsed = started.elapsed();
     let after = args.server_pid.and_then(proc_stats);
@@ -577,6 +648,15 @@ async fn run(args: Args) {
             peak = a.1 as f64 / 1024.0,
             rss = a.2 as f64 / 1024.0,
         ));
+    }
+    if args.hostile_every > 0 {
+        line.push_str(&format!(
+            " hostile_refused_as_expected={hostile_ok} hostile_wrong={}",
+            hostile_wrong.len()
+        ));
+        for e in hostile_wrong.iter().take(5) {
+            eprintln!("hostile: {e}");
+        }
     }
     if let (Some(b), Some(a)) = (client_before, client_after) {
         // The generator's own CPU: when it nears 1000 ms per second of elapsed time on its

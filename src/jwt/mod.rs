@@ -592,6 +592,7 @@ mod tests {
             algorithm: alg,
             key_id: None,
             ttl: Duration::from_secs(3600),
+            publish_delay: None,
         }
     }
 
