@@ -17,7 +17,7 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
@@ -28,6 +28,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::Client;
 use serde_json::{json, Value};
 use sigil::server::RunningServer;
+use support::apiserver::{configuration, controlplane, namespace, statedir};
 use support::{ca_client, request, sentry_audience, start_sigil_for, CP_NS};
 use tonic::Code;
 use x509_parser::extensions::GeneralName;
@@ -44,21 +45,6 @@ const MANAGER: &str = "sigil-kube-apiserver-tests";
 const REVIEW_REFUSED: &str = "token review refused the token";
 /// Sigil's wording for a token that names no pod.
 const NOT_POD_BOUND: &str = "pod-bound (projected) service-account token is required";
-
-/// The control plane's state directory, or a failed test.
-fn statedir() -> PathBuf {
-    let dir = std::env::var_os("SIGIL_KUBE_STATEDIR").expect(
-        "SIGIL_KUBE_STATEDIR is not set: start the control plane with \
-         `conformance/kube/controlplane.sh start DIR` and set SIGIL_KUBE_STATEDIR=DIR",
-    );
-    let dir = PathBuf::from(dir);
-    assert!(
-        dir.join("admin.kubeconfig").is_file(),
-        "no admin.kubeconfig in {}: is the control plane started?",
-        dir.display()
-    );
-    dir
-}
 
 async fn admin_client(statedir: &Path) -> Client {
     let kubeconfig = kube::config::Kubeconfig::read_from(statedir.join("admin.kubeconfig"))
@@ -110,29 +96,10 @@ fn applied_kind(kind: &str) -> Option<(&'static str, &'static str, &'static str,
     })
 }
 
-fn configuration_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("dapr.io", "v1alpha1", "Configuration"),
-        "configurations",
-    )
-}
-
-/// A namespace (idempotent).
-async fn namespace(client: &Client, name: &str) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    api.patch(
-        name,
-        &ssa(),
-        &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("namespace {name}: {e}"));
-}
-
 /// The shared part of every test: Sigil's namespace and the manifest's objects, the Dapr
 /// `Configuration` CRD with Sentry's `daprsystem` (1 h workload certificates), and a Node.
 async fn cluster_setup(client: &Client) {
-    namespace(client, CP_NS).await;
+    namespace(client, &ssa(), CP_NS).await;
     let mut applied = Vec::new();
     for doc in serde_yaml::Deserializer::from_str(MANIFEST) {
         let obj: Value = match serde::Deserialize::deserialize(doc) {
@@ -206,6 +173,7 @@ async fn cluster_setup(client: &Client) {
     );
     configuration(
         client,
+        &ssa(),
         CP_NS,
         "daprsystem",
         json!({"mtls": {"enabled": true, "workloadCertTTL": "1h", "controlPlaneTrustDomain": "cluster.local"}}),
@@ -221,24 +189,6 @@ async fn cluster_setup(client: &Client) {
         )
         .await
         .expect("apply the Node");
-}
-
-/// A Dapr `Configuration` (idempotent). Right after the CRD is established the API server
-/// may still answer 404 for its resource for a moment: retried.
-async fn configuration(client: &Client, ns: &str, name: &str, spec: Value) {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), ns, &configuration_resource());
-    let obj = json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Configuration",
-                     "metadata": {"name": name, "namespace": ns}, "spec": spec});
-    let mut last = None;
-    for _ in 0..50 {
-        match api.patch(name, &ssa(), &Patch::Apply(&obj)).await {
-            Ok(_) => return,
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("Configuration {ns}/{name}: {last:?}");
 }
 
 /// A TokenRequest token of `ns/sa`, bound to `pod` (name and UID) when given.
@@ -368,7 +318,7 @@ impl Env {
             .as_millis()
             % 1_000_000_000;
         let ns = format!("kt-{test}-{}-{run}", std::process::id());
-        namespace(&admin, &ns).await;
+        namespace(&admin, &ssa(), &ns).await;
         let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
         for sa in service_accounts {
             sas.patch(
@@ -500,6 +450,7 @@ async fn bound_tokens_get_their_spiffe_ids() {
     let ns = env.ns.clone();
     configuration(
         &env.admin,
+        &ssa(),
         &ns,
         "appconfig",
         json!({"accessControl": {"trustDomain": "shop.example", "defaultAction": "deny"}}),
@@ -1016,17 +967,6 @@ async fn three_replicas_on_an_empty_trust_bundle_end_with_one_ca() {
     for s in [a, b, c] {
         s.shutdown().await.unwrap();
     }
-}
-
-/// `controlplane.sh SUBCOMMAND STATEDIR`.
-fn controlplane(subcommand: &str, statedir: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/kube/controlplane.sh");
-    let status = std::process::Command::new(script)
-        .arg(subcommand)
-        .arg(statedir)
-        .status()
-        .expect("controlplane.sh runs");
-    assert!(status.success(), "controlplane.sh {subcommand}: {status}");
 }
 
 /// Starts the API server again if the test ends (or panics) while it is down, so that the

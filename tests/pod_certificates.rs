@@ -36,6 +36,7 @@ use kube::core::{ApiResource, GroupVersionKind, ObjectMeta};
 use kube::Client;
 use serde_json::{json, Value};
 use sigil::server::RunningServer;
+use support::apiserver::{configuration, controlplane, namespace, statedir};
 use support::{start_sigil_for, CP_NS};
 use x509_parser::extensions::GeneralName;
 
@@ -50,21 +51,6 @@ const MANAGER: &str = "sigil-pod-certificates-tests";
 /// Sigil's workload certificate TTL in these tests (a flag, so the shared `daprsystem`
 /// Configuration stays as tests/kube_apiserver.rs sets it).
 const TTL_SECS: i64 = 2 * 3600;
-
-/// The control plane's state directory, or a failed test.
-fn statedir() -> PathBuf {
-    let dir = std::env::var_os("SIGIL_KUBE_STATEDIR").expect(
-        "SIGIL_KUBE_STATEDIR is not set: start the control plane with \
-         `conformance/kube/controlplane.sh start DIR` and set SIGIL_KUBE_STATEDIR=DIR",
-    );
-    let dir = PathBuf::from(dir);
-    assert!(
-        dir.join("admin.kubeconfig").is_file(),
-        "no admin.kubeconfig in {}: is the control plane started?",
-        dir.display()
-    );
-    dir
-}
 
 async fn client_from(kubeconfig: Value) -> Client {
     let kubeconfig: kube::config::Kubeconfig =
@@ -220,46 +206,10 @@ fn manifest_docs() -> Vec<Value> {
         .collect()
 }
 
-async fn namespace(client: &Client, name: &str) {
-    let api: Api<Namespace> = Api::all(client.clone());
-    api.patch(
-        name,
-        &ssa(),
-        &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("namespace {name}: {e}"));
-}
-
-fn configuration_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("dapr.io", "v1alpha1", "Configuration"),
-        "configurations",
-    )
-}
-
-/// A Dapr `Configuration`; right after the CRD is established the API server may still
-/// answer 404 for it for a moment: retried.
-async fn configuration(client: &Client, ns: &str, name: &str, spec: Value) {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), ns, &configuration_resource());
-    let obj = json!({"apiVersion": "dapr.io/v1alpha1", "kind": "Configuration",
-                     "metadata": {"name": name, "namespace": ns}, "spec": spec});
-    let mut last = None;
-    for _ in 0..50 {
-        match api.patch(name, &ssa(), &Patch::Apply(&obj)).await {
-            Ok(_) => return,
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("Configuration {ns}/{name}: {last:?}");
-}
-
 /// Sigil's namespace, the manifest's objects, and the Dapr Configuration CRD with
 /// `daprsystem` (as tests/kube_apiserver.rs sets it).
 async fn cluster_setup(client: &Client) {
-    namespace(client, CP_NS).await;
+    namespace(client, &ssa(), CP_NS).await;
     for obj in manifest_docs() {
         let kind = obj["kind"].as_str().expect("kind").to_string();
         let Some((group, plural, namespaced)) = applied_kind(&kind) else {
@@ -301,6 +251,7 @@ async fn cluster_setup(client: &Client) {
         .expect("apply the Configuration CRD");
     configuration(
         client,
+        &ssa(),
         CP_NS,
         "daprsystem",
         json!({"mtls": {"enabled": true, "workloadCertTTL": "1h", "controlPlaneTrustDomain": "cluster.local"}}),
@@ -383,7 +334,7 @@ impl Env {
         cluster_setup(&admin).await;
         let run = run_id();
         let ns = format!("pc-{test}-{run}");
-        namespace(&admin, &ns).await;
+        namespace(&admin, &ssa(), &ns).await;
         let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
         sas.patch(
             "orders",
@@ -395,6 +346,7 @@ impl Env {
         .expect("service account");
         configuration(
             &admin,
+            &ssa(),
             &ns,
             "appconfig",
             json!({"accessControl": {"trustDomain": "shop.example"}}),
@@ -948,16 +900,6 @@ async fn two_replicas_settle_each_request_once() {
     println!("two replicas, 20 requests: 20 status writes, {conflicts} conflicts (409)");
     second.shutdown().await.unwrap();
     env.finish().await;
-}
-
-fn controlplane(subcommand: &str, statedir: &Path) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/kube/controlplane.sh");
-    let status = Command::new(script)
-        .arg(subcommand)
-        .arg(statedir)
-        .status()
-        .expect("controlplane.sh runs");
-    assert!(status.success(), "controlplane.sh {subcommand}: {status}");
 }
 
 /// Starts the API server again if the test ends (or panics) while it is down.

@@ -126,9 +126,9 @@ struct Args {
     hostile_every: usize,
 }
 
-/// The hostile requests of a soak, each with the code it must get.
-fn hostile(i: usize, csr_pem: &str) -> (SignCertificateRequest, tonic::Code, &'static str) {
-    let mut req = SignCertificateRequest {
+/// The valid request number `i` (insecure validator, one of 1000 app ids).
+fn valid_request(i: usize, csr_pem: &str) -> SignCertificateRequest {
+    SignCertificateRequest {
         id: format!("app{}", i % 1000),
         token: String::new(),
         trust_domain: "public".into(),
@@ -136,7 +136,12 @@ fn hostile(i: usize, csr_pem: &str) -> (SignCertificateRequest, tonic::Code, &'s
         certificate_signing_request: csr_pem.as_bytes().to_vec(),
         token_validator: TokenValidator::Insecure as i32,
         jwt_audiences: vec![],
-    };
+    }
+}
+
+/// The hostile requests of a soak, each with the code it must get.
+fn hostile(i: usize, csr_pem: &str) -> (SignCertificateRequest, tonic::Code, &'static str) {
+    let mut req = valid_request(i, csr_pem);
     let kinds = 6;
     let (code, what) = match (i / 7) % kinds {
         0 => {
@@ -391,15 +396,7 @@ async fn connect(args: &Args, endpoint: &Option<(Endpoint, Connector)>) -> Resul
 async fn one(conn: &mut Conn, csr_pem: &str, i: usize, addr: &str) -> Result<(), String> {
     match conn {
         Conn::Grpc(client) => {
-            let req = SignCertificateRequest {
-                id: format!("app{}", i % 1000),
-                token: String::new(),
-                trust_domain: "public".into(),
-                namespace: "default".into(),
-                certificate_signing_request: csr_pem.as_bytes().to_vec(),
-                token_validator: TokenValidator::Insecure as i32,
-                jwt_audiences: vec![],
-            };
+            let req = valid_request(i, csr_pem);
             let resp = client
                 .sign_certificate(req)
                 .await

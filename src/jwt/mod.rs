@@ -417,10 +417,11 @@ impl JwtWatcher {
                     jwks_json: Some(jwks_bytes),
                 }),
             );
-            self.publishing = Some((Arc::new(key), ready));
+            let key = Arc::new(key);
+            self.publishing = Some((key.clone(), ready));
             self.rejected = None;
             return if now >= ready {
-                self.poll_ready(store, state, &key_pem, now).await
+                self.start_signing(store, state, key, &key_pem, now).await
             } else {
                 JwtPollOutcome::Publishing
             };
@@ -461,19 +462,6 @@ impl JwtWatcher {
         state.replace(ActiveJwt::new(Arc::new(key), document), new_fp);
         self.rejected = None;
         JwtPollOutcome::Reloaded
-    }
-
-    async fn poll_ready(
-        &mut self,
-        store: &dyn JwtKeyStore,
-        state: &JwtState,
-        key_pem: &Zeroizing<Vec<u8>>,
-        now: time::OffsetDateTime,
-    ) -> JwtPollOutcome {
-        match self.publishing.clone() {
-            Some((key, _)) => self.start_signing(store, state, key, key_pem, now).await,
-            None => JwtPollOutcome::Unchanged,
-        }
     }
 
     /// The publish delay of `key` has passed: it becomes the signing key (recorded in the

@@ -21,7 +21,7 @@ use crate::Error;
 /// The CA's own app id.
 pub const SENTRY_APP_ID: &str = "dapr-sentry";
 /// The prefix of Dapr's control-plane app ids.
-const CONTROL_PLANE_PREFIX: &str = "dapr-";
+pub const CONTROL_PLANE_PREFIX: &str = "dapr-";
 
 /// The admission rules of one server.
 #[derive(Clone, Debug)]

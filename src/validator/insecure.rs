@@ -20,7 +20,9 @@ impl TokenValidator for InsecureValidator {
         let (app_id, namespace) = common_checks(claims)?;
         // This validator believes every claim, a control-plane one too (`admit` still
         // refuses dapr-sentry).
-        let control_plane = app_id.as_str().starts_with("dapr-");
+        let control_plane = app_id
+            .as_str()
+            .starts_with(super::admit::CONTROL_PLANE_PREFIX);
         Ok(Identity {
             trust_domain: requested_trust_domain(claims)?,
             namespace,

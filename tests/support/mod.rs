@@ -10,6 +10,8 @@
 //! Every request is counted by method and resource.
 #![allow(dead_code)]
 
+pub mod apiserver;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
