@@ -271,7 +271,12 @@ pub async fn watch_store(
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.changed() => return,
         }
-        match watcher.poll(&*store, &state, &*clock, &metrics).await {
+        // A poll under way is dropped at shutdown: a stopping server writes nothing more.
+        let outcome = tokio::select! {
+            o = watcher.poll(&*store, &state, &*clock, &metrics) => o,
+            _ = shutdown.changed() => return,
+        };
+        match outcome {
             PollOutcome::StoreProblem(p) => {
                 if last_problem.as_ref() != Some(&p) {
                     tracing::warn!(problem = %p, store = %store.describe(), "cannot read CA material; still serving with the current CA");

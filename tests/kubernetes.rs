@@ -771,8 +771,16 @@ async fn an_emptied_secret_is_put_back_while_serving_and_refused_at_start() {
     server.shutdown().await.unwrap();
 
     // Emptied again with no replica running: the ConfigMap still holds the anchors, so a
-    // start refuses instead of making a new root, and writes nothing.
-    fake.put(&secrets(CP_NS), empty_secret(json!({})));
+    // start refuses instead of making a new root, and writes nothing. (A write the stopped
+    // replica's last poll had already sent may still land: empty again until it stays so.)
+    for _ in 0..20 {
+        fake.put(&secrets(CP_NS), empty_secret(json!({})));
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let secret = fake.get(&secrets(CP_NS), "dapr-trust-bundle").unwrap();
+        if secret.get("data").is_none_or(|d| d.get("ca.crt").is_none()) {
+            break;
+        }
+    }
     let err = start_sigil(&fake, &[])
         .await
         .err()
