@@ -3,12 +3,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sigil::validator::jwks::parse_document;
+use sigil_pki::jose::{JwkSet, MAX_JWKS_KEYS};
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(set) = parse_document(data) {
+    if let Ok(set) = JwkSet::parse(data) {
         assert!(
-            set.keys.len() + set.skipped.len() <= 64,
+            set.keys.len() + set.skipped.len() <= MAX_JWKS_KEYS,
             "more keys accepted than the limit"
         );
     }

@@ -1,4 +1,4 @@
-//! Any string as a compact JWS, through the JWKS validator's parser and verifier: no panic;
+//! Any string as a compact JWS, through the JOSE parser and verifier the validators use: no panic;
 //! `alg: none` and HMAC never parse; and nothing verifies against a key whose private half the
 //! fuzzer cannot know.
 #![no_main]
@@ -9,8 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use libfuzzer_sys::fuzz_target;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
-use sigil::validator::jwks::{parse_document, JwkSet};
-use sigil::validator::jwt::{parse_unverified, Expectations};
+use sigil_pki::jose::{parse_unverified, Expectations, JwkSet};
 
 fn keys() -> &'static JwkSet {
     static KEYS: OnceLock<JwkSet> = OnceLock::new();
@@ -26,7 +25,7 @@ fn keys() -> &'static JwkSet {
             "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
             "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
         }]});
-        parse_document(doc.to_string().as_bytes()).expect("fixed JWKS parses")
+        JwkSet::parse(doc.to_string().as_bytes()).expect("fixed JWKS parses")
     })
 }
 

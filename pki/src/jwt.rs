@@ -14,10 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use base64::Engine as _;
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, RsaKeyPair};
 use serde_json::{json, Map, Value};
@@ -25,148 +22,15 @@ use time::{Duration, OffsetDateTime};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::der;
+use crate::jose::{self, jwk, Algorithm, Jwk, KeyKind, PublicKey};
 use crate::{Error, SpiffeId, TrustDomain};
 
 /// Most audiences one request may ask for (Sigil's bound; each costs a signature).
 pub const MAX_AUDIENCES: usize = 16;
 /// Longest audience accepted, in bytes.
 pub const MAX_AUDIENCE_LEN: usize = 512;
-/// Most keys kept in a JWKS document.
-pub const MAX_JWKS_KEYS: usize = 64;
-/// Largest JWKS document read, in bytes.
-pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// Bits of a generated RSA key (Dapr's choice).
 pub const GENERATED_RSA_BITS: usize = 2048;
-
-/// JWS signature algorithms Sigil signs with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum JwsAlgorithm {
-    /// RSASSA-PKCS1-v1_5 with SHA-256 (Dapr's default).
-    Rs256,
-    /// RSASSA-PKCS1-v1_5 with SHA-384.
-    Rs384,
-    /// RSASSA-PKCS1-v1_5 with SHA-512.
-    Rs512,
-    /// RSASSA-PSS with SHA-256.
-    Ps256,
-    /// RSASSA-PSS with SHA-384.
-    Ps384,
-    /// RSASSA-PSS with SHA-512.
-    Ps512,
-    /// ECDSA P-256 with SHA-256.
-    Es256,
-    /// ECDSA P-384 with SHA-384.
-    Es384,
-    /// Ed25519. daprd does not accept it: only on explicit request.
-    EdDsa,
-}
-
-/// The kind of key an algorithm needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JwtKeyKind {
-    /// RSA.
-    Rsa,
-    /// ECDSA on P-256.
-    P256,
-    /// ECDSA on P-384.
-    P384,
-    /// Ed25519.
-    Ed25519,
-}
-
-impl fmt::Display for JwtKeyKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            JwtKeyKind::Rsa => "RSA",
-            JwtKeyKind::P256 => "ECDSA P-256",
-            JwtKeyKind::P384 => "ECDSA P-384",
-            JwtKeyKind::Ed25519 => "Ed25519",
-        })
-    }
-}
-
-impl JwsAlgorithm {
-    /// Every algorithm, for help texts and tests.
-    pub const ALL: [JwsAlgorithm; 9] = [
-        JwsAlgorithm::Rs256,
-        JwsAlgorithm::Rs384,
-        JwsAlgorithm::Rs512,
-        JwsAlgorithm::Ps256,
-        JwsAlgorithm::Ps384,
-        JwsAlgorithm::Ps512,
-        JwsAlgorithm::Es256,
-        JwsAlgorithm::Es384,
-        JwsAlgorithm::EdDsa,
-    ];
-
-    /// The JOSE name (`RS256`, `EdDSA`, ...).
-    pub fn name(self) -> &'static str {
-        match self {
-            JwsAlgorithm::Rs256 => "RS256",
-            JwsAlgorithm::Rs384 => "RS384",
-            JwsAlgorithm::Rs512 => "RS512",
-            JwsAlgorithm::Ps256 => "PS256",
-            JwsAlgorithm::Ps384 => "PS384",
-            JwsAlgorithm::Ps512 => "PS512",
-            JwsAlgorithm::Es256 => "ES256",
-            JwsAlgorithm::Es384 => "ES384",
-            JwsAlgorithm::EdDsa => "EdDSA",
-        }
-    }
-
-    /// The key this algorithm signs with.
-    pub fn key_kind(self) -> JwtKeyKind {
-        match self {
-            JwsAlgorithm::Rs256
-            | JwsAlgorithm::Rs384
-            | JwsAlgorithm::Rs512
-            | JwsAlgorithm::Ps256
-            | JwsAlgorithm::Ps384
-            | JwsAlgorithm::Ps512 => JwtKeyKind::Rsa,
-            JwsAlgorithm::Es256 => JwtKeyKind::P256,
-            JwsAlgorithm::Es384 => JwtKeyKind::P384,
-            JwsAlgorithm::EdDsa => JwtKeyKind::Ed25519,
-        }
-    }
-
-    /// Whether Dapr sidecars accept tokens signed this way (they take RS*, ES* and PS*).
-    pub fn accepted_by_daprd(self) -> bool {
-        self != JwsAlgorithm::EdDsa
-    }
-
-    /// The algorithm used with an existing key when none was configured; `None` for
-    /// Ed25519, which must be asked for explicitly.
-    pub fn default_for(kind: JwtKeyKind) -> Option<Self> {
-        match kind {
-            JwtKeyKind::Rsa => Some(JwsAlgorithm::Rs256),
-            JwtKeyKind::P256 => Some(JwsAlgorithm::Es256),
-            JwtKeyKind::P384 => Some(JwsAlgorithm::Es384),
-            JwtKeyKind::Ed25519 => None,
-        }
-    }
-}
-
-impl fmt::Display for JwsAlgorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for JwsAlgorithm {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        JwsAlgorithm::ALL
-            .into_iter()
-            .find(|a| a.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| {
-                let names: Vec<_> = JwsAlgorithm::ALL.iter().map(|a| a.name()).collect();
-                format!(
-                    "unknown JWT signing algorithm {s:?} (expected one of {})",
-                    names.join(", ")
-                )
-            })
-    }
-}
 
 enum Signer {
     Rsa(RsaKeyPair),
@@ -174,116 +38,13 @@ enum Signer {
     Ed25519(Ed25519KeyPair),
 }
 
-/// Public members of a JWK that RFC 7638 hashes, base64url-encoded.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum PublicParams {
-    Rsa {
-        n: String,
-        e: String,
-    },
-    Ec {
-        crv: &'static str,
-        x: String,
-        y: String,
-    },
-    Okp {
-        x: String,
-    },
-}
-
-impl PublicParams {
-    /// RFC 7638 canonical form: required members only, sorted, no whitespace.
-    fn canonical_json(&self) -> String {
-        // Every value is base64url or a fixed name, so no JSON escaping is needed.
-        match self {
-            PublicParams::Rsa { n, e } => format!(r#"{{"e":"{e}","kty":"RSA","n":"{n}"}}"#),
-            PublicParams::Ec { crv, x, y } => {
-                format!(r#"{{"crv":"{crv}","kty":"EC","x":"{x}","y":"{y}"}}"#)
-            }
-            PublicParams::Okp { x } => format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#),
-        }
-    }
-
-    fn thumbprint(&self) -> [u8; 32] {
-        let digest = ring::digest::digest(&ring::digest::SHA256, self.canonical_json().as_bytes());
-        let mut out = [0u8; 32];
-        out.copy_from_slice(digest.as_ref());
-        out
-    }
-
-    fn to_json(&self) -> Map<String, Value> {
-        let mut m = Map::new();
-        match self {
-            PublicParams::Rsa { n, e } => {
-                m.insert("kty".into(), "RSA".into());
-                m.insert("n".into(), n.clone().into());
-                m.insert("e".into(), e.clone().into());
-            }
-            PublicParams::Ec { crv, x, y } => {
-                m.insert("kty".into(), "EC".into());
-                m.insert("crv".into(), (*crv).into());
-                m.insert("x".into(), x.clone().into());
-                m.insert("y".into(), y.clone().into());
-            }
-            PublicParams::Okp { x } => {
-                m.insert("kty".into(), "OKP".into());
-                m.insert("crv".into(), "Ed25519".into());
-                m.insert("x".into(), x.clone().into());
-            }
-        }
-        m
-    }
-
-    /// Reads the required members of a JWK in JSON; `None` for key types Sigil does not
-    /// sign with or JWKs that lack members (such keys are kept but never matched).
-    fn from_json(jwk: &Value) -> Option<Self> {
-        let s = |k: &str| jwk.get(k).and_then(Value::as_str).map(str::to_owned);
-        match jwk.get("kty")?.as_str()? {
-            "RSA" => Some(PublicParams::Rsa {
-                n: s("n")?,
-                e: s("e")?,
-            }),
-            "EC" => {
-                let crv = match jwk.get("crv")?.as_str()? {
-                    "P-256" => "P-256",
-                    "P-384" => "P-384",
-                    "P-521" => "P-521",
-                    _ => return None,
-                };
-                Some(PublicParams::Ec {
-                    crv,
-                    x: s("x")?,
-                    y: s("y")?,
-                })
-            }
-            "OKP" if jwk.get("crv")?.as_str()? == "Ed25519" => {
-                Some(PublicParams::Okp { x: s("x")? })
-            }
-            _ => None,
-        }
-    }
-}
-
-/// The RFC 7638 SHA-256 thumbprint of a JWK given as JSON (only its required members
-/// count). Errors for key types Sigil does not know.
-pub fn jwk_thumbprint(jwk: &Value) -> Result<[u8; 32], Error> {
-    PublicParams::from_json(jwk)
-        .map(|p| p.thumbprint())
-        .ok_or_else(|| Error::Jwks("JWK lacks the members of an RSA, EC or OKP key".into()))
-}
-
-/// Dapr's `kid` for a thumbprint: standard base64 with padding.
-pub fn kid_from_thumbprint(thumbprint: &[u8; 32]) -> String {
-    STANDARD.encode(thumbprint)
-}
-
 /// A key that signs JWT-SVIDs, with its algorithm and key id. Its PKCS#8 bytes are wiped
 /// on drop and its `Debug` output names only the algorithm and kid.
 pub struct JwtSigningKey {
-    alg: JwsAlgorithm,
+    alg: Algorithm,
     signer: Signer,
     pkcs8: Zeroizing<Vec<u8>>,
-    public: PublicParams,
+    public: PublicKey,
     kid: String,
     rng: SystemRandom,
 }
@@ -305,29 +66,29 @@ fn key_err(e: impl fmt::Display) -> Error {
 impl JwtSigningKey {
     /// Generates a key for `alg`: RSA-2048 for RS*/PS*, P-256, P-384 or Ed25519. The kid
     /// is the thumbprint.
-    pub fn generate(alg: JwsAlgorithm) -> Result<Self, Error> {
+    pub fn generate(alg: Algorithm) -> Result<Self, Error> {
         let rng = SystemRandom::new();
         let pkcs8: Zeroizing<Vec<u8>> = match alg.key_kind() {
-            JwtKeyKind::Rsa => {
+            KeyKind::Rsa => {
                 use rsa::pkcs8::EncodePrivateKey as _;
                 let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, GENERATED_RSA_BITS)
                     .map_err(key_err)?;
                 let doc = key.to_pkcs8_der().map_err(key_err)?;
                 Zeroizing::new(doc.as_bytes().to_vec())
             }
-            JwtKeyKind::P256 => Zeroizing::new(
+            KeyKind::P256 => Zeroizing::new(
                 EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
                     .map_err(|_| key_err("P-256 key generation failed"))?
                     .as_ref()
                     .to_vec(),
             ),
-            JwtKeyKind::P384 => Zeroizing::new(
+            KeyKind::P384 => Zeroizing::new(
                 EcdsaKeyPair::generate_pkcs8(&signature::ECDSA_P384_SHA384_FIXED_SIGNING, &rng)
                     .map_err(|_| key_err("P-384 key generation failed"))?
                     .as_ref()
                     .to_vec(),
             ),
-            JwtKeyKind::Ed25519 => Zeroizing::new(
+            KeyKind::Ed25519 => Zeroizing::new(
                 Ed25519KeyPair::generate_pkcs8(&rng)
                     .map_err(|_| key_err("Ed25519 key generation failed"))?
                     .as_ref()
@@ -340,7 +101,7 @@ impl JwtSigningKey {
     /// Reads a key from PEM: PKCS#8 (`PRIVATE KEY`), PKCS#1 (`RSA PRIVATE KEY`) or SEC1
     /// (`EC PRIVATE KEY`). `alg` must fit the key; without it, RSA signs RS256, P-256 ES256
     /// and P-384 ES384, and an Ed25519 key is refused (EdDSA must be asked for).
-    pub fn from_pem(pem_text: &[u8], alg: Option<JwsAlgorithm>) -> Result<Self, Error> {
+    pub fn from_pem(pem_text: &[u8], alg: Option<Algorithm>) -> Result<Self, Error> {
         let blocks =
             pem::parse_many(pem_text).map_err(|e| key_err(format!("not valid PEM: {e}")))?;
         let result = (|| {
@@ -380,30 +141,25 @@ impl JwtSigningKey {
         result
     }
 
-    fn from_pkcs8(pkcs8: Zeroizing<Vec<u8>>, alg: Option<JwsAlgorithm>) -> Result<Self, Error> {
+    fn from_pkcs8(pkcs8: Zeroizing<Vec<u8>>, alg: Option<Algorithm>) -> Result<Self, Error> {
         let rng = SystemRandom::new();
         let (kind, signer, public) = if let Ok(kp) = RsaKeyPair::from_pkcs8(&pkcs8) {
             let c = signature::RsaPublicKeyComponents::<Vec<u8>>::from(kp.public());
-            let public = PublicParams::Rsa {
-                n: URL_SAFE_NO_PAD.encode(&c.n),
-                e: URL_SAFE_NO_PAD.encode(&c.e),
-            };
-            (JwtKeyKind::Rsa, Signer::Rsa(kp), public)
+            let public = PublicKey::rsa(&c.n, &c.e);
+            (KeyKind::Rsa, Signer::Rsa(kp), public)
         } else if let Ok(kp) =
             EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &rng)
         {
-            let public = ec_public("P-256", kp.public_key().as_ref())?;
-            (JwtKeyKind::P256, Signer::Ecdsa(kp), public)
+            let public = ec_public(KeyKind::P256, kp.public_key().as_ref())?;
+            (KeyKind::P256, Signer::Ecdsa(kp), public)
         } else if let Ok(kp) =
             EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P384_SHA384_FIXED_SIGNING, &pkcs8, &rng)
         {
-            let public = ec_public("P-384", kp.public_key().as_ref())?;
-            (JwtKeyKind::P384, Signer::Ecdsa(kp), public)
+            let public = ec_public(KeyKind::P384, kp.public_key().as_ref())?;
+            (KeyKind::P384, Signer::Ecdsa(kp), public)
         } else if let Ok(kp) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8) {
-            let public = PublicParams::Okp {
-                x: URL_SAFE_NO_PAD.encode(kp.public_key().as_ref()),
-            };
-            (JwtKeyKind::Ed25519, Signer::Ed25519(kp), public)
+            let public = PublicKey::Ed25519(kp.public_key().as_ref().to_vec());
+            (KeyKind::Ed25519, Signer::Ed25519(kp), public)
         } else {
             return Err(key_err(
                 "not a valid RSA (2048-8192 bit), ECDSA P-256/P-384 or Ed25519 PKCS#8 key",
@@ -417,15 +173,15 @@ impl JwtSigningKey {
                     a.key_kind()
                 )))
             }
-            None => JwsAlgorithm::default_for(kind).ok_or_else(|| {
+            None => Algorithm::default_for(kind).ok_or_else(|| {
                 key_err("the key is Ed25519; set --jwt-signing-algorithm EdDSA to use it (daprd does not accept EdDSA tokens)")
             })?,
         };
         // An ECDSA key pair is bound to its curve and hash at parse time: re-parse so the
         // pair signs with the requested algorithm, not only the curve we probed with.
         let signer = match (signer, alg) {
-            (Signer::Ecdsa(_), JwsAlgorithm::Es256) | (Signer::Ecdsa(_), JwsAlgorithm::Es384) => {
-                let a = if alg == JwsAlgorithm::Es256 {
+            (Signer::Ecdsa(_), Algorithm::Es256) | (Signer::Ecdsa(_), Algorithm::Es384) => {
+                let a = if alg == Algorithm::Es256 {
                     &signature::ECDSA_P256_SHA256_FIXED_SIGNING
                 } else {
                     &signature::ECDSA_P384_SHA384_FIXED_SIGNING
@@ -434,7 +190,7 @@ impl JwtSigningKey {
             }
             (s, _) => s,
         };
-        let kid = kid_from_thumbprint(&public.thumbprint());
+        let kid = jose::kid_from_thumbprint(&public.thumbprint());
         Ok(Self {
             alg,
             signer,
@@ -452,7 +208,7 @@ impl JwtSigningKey {
     }
 
     /// The signing algorithm.
-    pub fn algorithm(&self) -> JwsAlgorithm {
+    pub fn algorithm(&self) -> Algorithm {
         self.alg
     }
 
@@ -479,7 +235,7 @@ impl JwtSigningKey {
 
     /// The public JWK: key members plus `kid`, `alg` and `use: "sig"`.
     pub fn public_jwk(&self) -> Value {
-        let mut m = self.public.to_json();
+        let mut m = self.public.to_members();
         m.insert("kid".into(), self.kid.clone().into());
         m.insert("alg".into(), self.alg.name().into());
         m.insert("use".into(), "sig".into());
@@ -494,13 +250,7 @@ impl JwtSigningKey {
             .map_err(|_| Error::Signing("no randomness for the JWT id".into()))?;
         let claims = request.claims(now, &jti)?;
         let header = json!({"alg": self.alg.name(), "kid": self.kid, "typ": "JWT"});
-        let mut input = URL_SAFE_NO_PAD.encode(header.to_string());
-        input.push('.');
-        input.push_str(&URL_SAFE_NO_PAD.encode(claims.to_string()));
-        let sig = self.sign_bytes(input.as_bytes())?;
-        input.push('.');
-        input.push_str(&URL_SAFE_NO_PAD.encode(sig));
-        Ok(input)
+        jose::jws::assemble(&header, &claims, |input| self.sign_bytes(input))
     }
 
     fn sign_bytes(&self, msg: &[u8]) -> Result<Vec<u8>, Error> {
@@ -508,11 +258,11 @@ impl JwtSigningKey {
         match &self.signer {
             Signer::Rsa(kp) => {
                 let padding: &'static dyn signature::RsaEncoding = match self.alg {
-                    JwsAlgorithm::Rs256 => &signature::RSA_PKCS1_SHA256,
-                    JwsAlgorithm::Rs384 => &signature::RSA_PKCS1_SHA384,
-                    JwsAlgorithm::Rs512 => &signature::RSA_PKCS1_SHA512,
-                    JwsAlgorithm::Ps256 => &signature::RSA_PSS_SHA256,
-                    JwsAlgorithm::Ps384 => &signature::RSA_PSS_SHA384,
+                    Algorithm::Rs256 => &signature::RSA_PKCS1_SHA256,
+                    Algorithm::Rs384 => &signature::RSA_PKCS1_SHA384,
+                    Algorithm::Rs512 => &signature::RSA_PKCS1_SHA512,
+                    Algorithm::Ps256 => &signature::RSA_PSS_SHA256,
+                    Algorithm::Ps384 => &signature::RSA_PSS_SHA384,
                     _ => &signature::RSA_PSS_SHA512,
                 };
                 let mut sig = vec![0u8; kp.public().modulus_len()];
@@ -525,17 +275,8 @@ impl JwtSigningKey {
     }
 }
 
-fn ec_public(crv: &'static str, point: &[u8]) -> Result<PublicParams, Error> {
-    // ring gives the uncompressed point 0x04 || X || Y.
-    let coord = (point.len().saturating_sub(1)) / 2;
-    if point.first() != Some(&0x04) || point.len() != 1 + 2 * coord || coord == 0 {
-        return Err(key_err("unexpected EC public key encoding"));
-    }
-    Ok(PublicParams::Ec {
-        crv,
-        x: URL_SAFE_NO_PAD.encode(&point[1..1 + coord]),
-        y: URL_SAFE_NO_PAD.encode(&point[1 + coord..]),
-    })
+fn ec_public(kind: KeyKind, point: &[u8]) -> Result<PublicKey, Error> {
+    PublicKey::ec(kind, point).ok_or_else(|| key_err("unexpected EC public key encoding"))
 }
 
 /// What goes into one token.
@@ -629,32 +370,14 @@ impl JwksDocument {
     /// Parses a stored JWKS (`{"keys": [...]}`, optionally with Sigil's bookkeeping).
     /// Private key members in a JWK are refused: the set is published.
     pub fn parse(bytes: &[u8]) -> Result<Self, Error> {
-        if bytes.len() > MAX_JWKS_BYTES {
-            return Err(Error::Jwks(format!(
-                "{} bytes; at most {MAX_JWKS_BYTES} are read",
-                bytes.len()
-            )));
-        }
-        let v: Value =
-            serde_json::from_slice(bytes).map_err(|e| Error::Jwks(format!("not JSON: {e}")))?;
-        let keys = v
-            .get("keys")
-            .and_then(Value::as_array)
-            .ok_or_else(|| Error::Jwks("no \"keys\" array".into()))?;
-        if keys.len() > MAX_JWKS_KEYS {
-            return Err(Error::Jwks(format!(
-                "{} keys; at most {MAX_JWKS_KEYS} are kept",
-                keys.len()
-            )));
-        }
+        let jwks_err = |e: jwk::JwksError| Error::Jwks(e.to_string());
+        let v = jwk::document(bytes).map_err(jwks_err)?;
+        let keys = jwk::key_array(&v).map_err(jwks_err)?;
         for k in keys {
             let obj = k
                 .as_object()
                 .ok_or_else(|| Error::Jwks("a key is not a JSON object".into()))?;
-            if ["d", "p", "q", "dp", "dq", "qi", "k"]
-                .iter()
-                .any(|m| obj.contains_key(*m))
-            {
+            if jwk::PRIVATE_MEMBERS.iter().any(|m| obj.contains_key(*m)) {
                 return Err(Error::Jwks(
                     "a key holds private key material; the JWKS is published and must hold public keys only".into(),
                 ));
@@ -759,7 +482,7 @@ impl JwksDocument {
         let before = self.clone();
         let kid = key.kid().to_owned();
         match self.position(&kid) {
-            Some(i) if PublicParams::from_json(&self.keys[i]).as_ref() == Some(&key.public) => {}
+            Some(i) if self.holds(i, key) => {}
             Some(i) => {
                 self.keys[i] = key.public_jwk();
                 self.published.insert(kid.clone(), now.unix_timestamp());
@@ -772,9 +495,12 @@ impl JwksDocument {
 
     /// Whether `key` is published: a JWK with its kid and the same public key.
     pub fn contains(&self, key: &JwtSigningKey) -> bool {
-        self.position(key.kid())
-            .map(|i| PublicParams::from_json(&self.keys[i]).as_ref() == Some(&key.public))
-            .unwrap_or(false)
+        self.position(key.kid()).is_some_and(|i| self.holds(i, key))
+    }
+
+    /// Whether the JWK at `i` is `key`'s public key, read as the JWKS validator reads it.
+    fn holds(&self, i: usize, key: &JwtSigningKey) -> bool {
+        Jwk::parse(&self.keys[i]).is_ok_and(|jwk| jwk.key == key.public)
     }
 
     fn position(&self, kid: &str) -> Option<usize> {
@@ -830,6 +556,9 @@ impl JwksDocument {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
+
+    const URL_SAFE_NO_PAD: base64::engine::GeneralPurpose = jose::B64URL;
 
     fn subject() -> SpiffeId {
         SpiffeId::workload(
@@ -852,86 +581,26 @@ mod tests {
         (h, c, s, format!("{}.{}", parts[0], parts[1]))
     }
 
-    /// Verifies a token with ring, using only the public JWK (as a relying party would).
+    /// Verifies a token against only its published JWK, as a relying party would.
     pub(crate) fn verify_with_jwk(token: &str, jwk: &Value) -> bool {
-        let parts: Vec<&str> = token.split('.').collect();
-        let h: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
-        let Ok(sig) = URL_SAFE_NO_PAD.decode(parts[2]) else {
-            return false;
+        let keys = jose::JwkSet {
+            keys: vec![Jwk::parse(jwk).unwrap()],
+            skipped: Vec::new(),
         };
-        let input = format!("{}.{}", parts[0], parts[1]);
-        let b = |k: &str| URL_SAFE_NO_PAD.decode(jwk[k].as_str().unwrap()).unwrap();
-        let alg = h["alg"].as_str().unwrap();
-        match alg {
-            "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" => {
-                let params: &signature::RsaParameters = match alg {
-                    "RS256" => &signature::RSA_PKCS1_2048_8192_SHA256,
-                    "RS384" => &signature::RSA_PKCS1_2048_8192_SHA384,
-                    "RS512" => &signature::RSA_PKCS1_2048_8192_SHA512,
-                    "PS256" => &signature::RSA_PSS_2048_8192_SHA256,
-                    "PS384" => &signature::RSA_PSS_2048_8192_SHA384,
-                    _ => &signature::RSA_PSS_2048_8192_SHA512,
-                };
-                signature::RsaPublicKeyComponents {
-                    n: b("n"),
-                    e: b("e"),
-                }
-                .verify(params, input.as_bytes(), &sig)
-                .is_ok()
-            }
-            "ES256" | "ES384" => {
-                let a = if alg == "ES256" {
-                    &signature::ECDSA_P256_SHA256_FIXED
-                } else {
-                    &signature::ECDSA_P384_SHA384_FIXED
-                };
-                let mut point = vec![4u8];
-                point.extend(b("x"));
-                point.extend(b("y"));
-                signature::UnparsedPublicKey::new(a, point)
-                    .verify(input.as_bytes(), &sig)
-                    .is_ok()
-            }
-            "EdDSA" => signature::UnparsedPublicKey::new(&signature::ED25519, b("x"))
-                .verify(input.as_bytes(), &sig)
-                .is_ok(),
-            _ => false,
-        }
-    }
-
-    #[test]
-    fn rfc7638_example_thumbprint() {
-        // RFC 7638 section 3.1.
-        let jwk = json!({
-            "kty": "RSA",
-            "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw",
-            "e": "AQAB",
-            "alg": "RS256",
-            "kid": "2011-04-29"
-        });
-        let tp = jwk_thumbprint(&jwk).unwrap();
-        assert_eq!(
-            URL_SAFE_NO_PAD.encode(tp),
-            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
-        );
-        // Dapr's kid encoding of the same digest: standard base64 with padding.
-        assert_eq!(
-            kid_from_thumbprint(&tp),
-            "NzbLsXh8uDCcd+6MNwXF4W/7noWXFZAfHkxZsRGC9Xs="
-        );
+        jose::parse_unverified(token).is_ok_and(|t| t.verify_signature(&keys).is_ok())
     }
 
     #[test]
     fn every_algorithm_signs_tokens_that_verify_with_the_published_jwk() {
-        for alg in JwsAlgorithm::ALL {
+        for alg in Algorithm::ALL {
             let key = JwtSigningKey::generate(alg).unwrap();
             assert_eq!(key.algorithm(), alg);
             let jwk = key.public_jwk();
             assert_eq!(jwk["alg"], alg.name());
             assert_eq!(jwk["use"], "sig");
             assert_eq!(jwk["kid"], key.kid());
-            assert_eq!(jwk_thumbprint(&jwk).unwrap(), key.thumbprint());
-            assert_eq!(key.kid(), kid_from_thumbprint(&key.thumbprint()));
+            assert_eq!(Jwk::parse(&jwk).unwrap().key.thumbprint(), key.thumbprint());
+            assert_eq!(key.kid(), jose::kid_from_thumbprint(&key.thumbprint()));
             let sub = subject();
             let aud = vec!["example.org".to_string(), "api://x".to_string()];
             let req = JwtRequest {
@@ -959,7 +628,7 @@ mod tests {
 
     #[test]
     fn claims_and_header_follow_dapr() {
-        let key = JwtSigningKey::generate(JwsAlgorithm::Es256).unwrap();
+        let key = JwtSigningKey::generate(Algorithm::Es256).unwrap();
         let sub = subject();
         let aud = audiences(
             &"example.org".parse().unwrap(),
@@ -1020,37 +689,33 @@ mod tests {
 
     #[test]
     fn key_and_algorithm_must_fit() {
-        let rsa = JwtSigningKey::generate(JwsAlgorithm::Rs256).unwrap();
+        let rsa = JwtSigningKey::generate(Algorithm::Rs256).unwrap();
         let pem = rsa.to_pem();
         assert_eq!(
             JwtSigningKey::from_pem(pem.as_bytes(), None)
                 .unwrap()
                 .algorithm(),
-            JwsAlgorithm::Rs256
+            Algorithm::Rs256
         );
         assert_eq!(
-            JwtSigningKey::from_pem(pem.as_bytes(), Some(JwsAlgorithm::Ps512))
+            JwtSigningKey::from_pem(pem.as_bytes(), Some(Algorithm::Ps512))
                 .unwrap()
                 .algorithm(),
-            JwsAlgorithm::Ps512
+            Algorithm::Ps512
         );
-        let e = JwtSigningKey::from_pem(pem.as_bytes(), Some(JwsAlgorithm::Es256))
+        let e = JwtSigningKey::from_pem(pem.as_bytes(), Some(Algorithm::Es256))
             .unwrap_err()
             .to_string();
         assert!(e.contains("cannot sign ES256"), "{e}");
-        let p384 = JwtSigningKey::generate(JwsAlgorithm::Es384)
-            .unwrap()
-            .to_pem();
+        let p384 = JwtSigningKey::generate(Algorithm::Es384).unwrap().to_pem();
         assert_eq!(
             JwtSigningKey::from_pem(p384.as_bytes(), None)
                 .unwrap()
                 .algorithm(),
-            JwsAlgorithm::Es384
+            Algorithm::Es384
         );
-        assert!(JwtSigningKey::from_pem(p384.as_bytes(), Some(JwsAlgorithm::Es256)).is_err());
-        let ed = JwtSigningKey::generate(JwsAlgorithm::EdDsa)
-            .unwrap()
-            .to_pem();
+        assert!(JwtSigningKey::from_pem(p384.as_bytes(), Some(Algorithm::Es256)).is_err());
+        let ed = JwtSigningKey::generate(Algorithm::EdDsa).unwrap().to_pem();
         let e = JwtSigningKey::from_pem(ed.as_bytes(), None)
             .unwrap_err()
             .to_string();
@@ -1074,23 +739,23 @@ mod tests {
         for (cmd, alg) in [
             (
                 "openssl genrsa 2048 2>/dev/null | openssl rsa -traditional 2>/dev/null",
-                JwsAlgorithm::Rs256,
+                Algorithm::Rs256,
             ),
             (
                 "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072 2>/dev/null",
-                JwsAlgorithm::Rs256,
+                Algorithm::Rs256,
             ),
             (
                 "openssl ecparam -name prime256v1 -genkey -noout 2>/dev/null",
-                JwsAlgorithm::Es256,
+                Algorithm::Es256,
             ),
             (
                 "openssl ecparam -name secp384r1 -genkey -noout 2>/dev/null",
-                JwsAlgorithm::Es384,
+                Algorithm::Es384,
             ),
             (
                 "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 2>/dev/null",
-                JwsAlgorithm::Es256,
+                Algorithm::Es256,
             ),
         ] {
             let pem = run(cmd);
@@ -1098,14 +763,14 @@ mod tests {
             assert_eq!(key.algorithm(), alg, "{cmd}");
         }
         let ed = run("openssl genpkey -algorithm ed25519 2>/dev/null");
-        let key = JwtSigningKey::from_pem(&ed, Some(JwsAlgorithm::EdDsa)).unwrap();
-        assert_eq!(key.algorithm(), JwsAlgorithm::EdDsa);
+        let key = JwtSigningKey::from_pem(&ed, Some(Algorithm::EdDsa)).unwrap();
+        assert_eq!(key.algorithm(), Algorithm::EdDsa);
     }
 
     #[test]
     fn jwks_document_round_trips_and_hides_bookkeeping() {
-        let a = JwtSigningKey::generate(JwsAlgorithm::Es256).unwrap();
-        let b = JwtSigningKey::generate(JwsAlgorithm::Rs256).unwrap();
+        let a = JwtSigningKey::generate(Algorithm::Es256).unwrap();
+        let b = JwtSigningKey::generate(Algorithm::Rs256).unwrap();
         let mut doc = JwksDocument::new();
         assert!(doc.publish(&a, t0(), Duration::hours(1)));
         assert!(!doc.publish(&a, t0(), Duration::hours(1)), "idempotent");
@@ -1125,7 +790,7 @@ mod tests {
         let parsed = JwksDocument::parse(&dapr).unwrap();
         assert!(parsed.contains(&a) && !parsed.contains(&b));
         // A same-kid key with other content does not count as published.
-        let imposter = JwtSigningKey::generate(JwsAlgorithm::Es256)
+        let imposter = JwtSigningKey::generate(Algorithm::Es256)
             .unwrap()
             .with_key_id(a.kid());
         assert!(!parsed.contains(&imposter));
@@ -1141,8 +806,8 @@ mod tests {
     #[test]
     fn rotation_keeps_the_old_key_until_its_tokens_expire() {
         let retain = Duration::hours(24) + Duration::minutes(15);
-        let old = JwtSigningKey::generate(JwsAlgorithm::Es256).unwrap();
-        let new = JwtSigningKey::generate(JwsAlgorithm::Es256).unwrap();
+        let old = JwtSigningKey::generate(Algorithm::Es256).unwrap();
+        let new = JwtSigningKey::generate(Algorithm::Es256).unwrap();
         let manual = serde_json::from_value::<Value>(
             json!({"kty": "EC", "crv": "P-256", "kid": "by-hand", "x": "AA", "y": "AA"}),
         )

@@ -26,7 +26,9 @@
 //! obtain from a [`Clock`] so tests can move time without sleeping.
 //!
 //! JWT-SVIDs (tokens issued next to certificates) live in [`jwt`]: signing keys, the
-//! published key set and its rotation, and token signing.
+//! published key set and its rotation, and token signing. Both it and Sigil's token
+//! validators stand on [`jose`], the one place that knows JWS algorithms, JWKs and compact
+//! tokens.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -37,6 +39,7 @@ pub mod csr;
 mod der;
 mod error;
 pub mod issue;
+pub mod jose;
 pub mod jwt;
 pub mod keys;
 pub mod pem_bundle;
@@ -48,7 +51,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use csr::{CsrKeyType, ValidatedCsr, MAX_CSR_BYTES};
 pub use error::Error;
 pub use issue::{IssuePolicy, IssuedCertificate};
-pub use jwt::{JwksDocument, JwsAlgorithm, JwtRequest, JwtSigningKey};
+pub use jose::Algorithm as JwsAlgorithm;
+pub use jwt::{JwksDocument, JwtRequest, JwtSigningKey};
 pub use keys::{KeyType, PrivateKey};
 pub use spiffe::{AppId, Namespace, SpiffeId, TrustDomain};
 

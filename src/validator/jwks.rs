@@ -21,34 +21,25 @@
 //! are skipped and logged, not fatal. A document with no usable key at all is accepted (it
 //! revokes the previous keys) and logged loudly.
 //!
-//! [`parse_document`] is pure, suitable for fuzzing.
+//! Keys and tokens are read by [`sigil_pki::jose`]; this module fetches and caches key sets.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
-use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hyper::body::Bytes;
 use rustls_pki_types::{CertificateDer, ServerName};
+use sigil_pki::jose::{self, Expectations, JwkSet, JwksError, JwtError, MAX_JWKS_BYTES};
 use sigil_pki::{Clock, SpiffeId};
 
-use super::jwt::{self, Algorithm, Expectations, JwtError};
 use super::{
     common_checks, requested_trust_domain, Claims, Identity, TokenValidator, ValidatorKind,
 };
 use crate::config::{parse_duration, Config, TokenValidatorSpec};
 use crate::Error;
 
-/// Largest JWKS document accepted (file or HTTPS body), in bytes.
-pub const MAX_JWKS_BYTES: usize = 512 * 1024;
-/// Most keys kept from one document (bounds the work of a token without `kid`).
-pub const MAX_KEYS: usize = 64;
-/// Smallest RSA modulus accepted, in bits.
-pub const MIN_RSA_BITS: usize = 2048;
-/// Largest RSA modulus accepted, in bits (ring's limit).
-pub const MAX_RSA_BITS: usize = 8192;
 /// The shortest `minRefreshInterval` honoured: refreshes for unknown key ids happen at most
 /// once a second, whatever the configuration says.
 pub const MIN_REFRESH_FLOOR: Duration = Duration::from_secs(1);
@@ -61,280 +52,6 @@ pub const INITIAL_RETRY: Duration = Duration::from_secs(5);
 
 /// The validator's name in `spec.mtls.tokenValidators`.
 pub const CONFIG_NAME: &str = "jwks";
-
-/// Base64url that tolerates padding: some JWKS publishers pad `n`/`e`.
-const JWK_B64: GeneralPurpose = GeneralPurpose::new(
-    &base64::alphabet::URL_SAFE,
-    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
-);
-
-// ---- keys ------------------------------------------------------------------------------
-
-/// Public key material of a usable JWK.
-#[derive(Clone, PartialEq, Eq)]
-pub enum PublicKey {
-    /// RSA modulus and exponent, big-endian without leading zeros.
-    Rsa {
-        /// Modulus.
-        n: Vec<u8>,
-        /// Public exponent.
-        e: Vec<u8>,
-    },
-    /// P-256 point, uncompressed (`04 || x || y`).
-    P256(Vec<u8>),
-    /// P-384 point, uncompressed.
-    P384(Vec<u8>),
-    /// Ed25519 public key.
-    Ed25519(Vec<u8>),
-}
-
-impl std::fmt::Debug for PublicKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PublicKey::Rsa { n, .. } => write!(f, "RSA-{}", n.len() * 8),
-            PublicKey::P256(_) => f.write_str("EC P-256"),
-            PublicKey::P384(_) => f.write_str("EC P-384"),
-            PublicKey::Ed25519(_) => f.write_str("Ed25519"),
-        }
-    }
-}
-
-/// One usable verification key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Jwk {
-    /// `kid`, if any.
-    pub kid: Option<String>,
-    /// The key's own `alg`, if it names one: then only that algorithm is accepted.
-    pub alg: Option<Algorithm>,
-    /// Key material.
-    pub key: PublicKey,
-}
-
-impl Jwk {
-    /// Whether a token signed with `alg` may be checked with this key.
-    pub fn supports(&self, alg: Algorithm) -> bool {
-        if self.alg.is_some_and(|own| own != alg) {
-            return false;
-        }
-        matches!(
-            (&self.key, alg),
-            (
-                PublicKey::Rsa { .. },
-                Algorithm::Rs256 | Algorithm::Rs384 | Algorithm::Rs512 | Algorithm::Ps256
-            ) | (PublicKey::P256(_), Algorithm::Es256)
-                | (PublicKey::P384(_), Algorithm::Es384)
-                | (PublicKey::Ed25519(_), Algorithm::EdDsa)
-        )
-    }
-
-    /// Checks `signature` over `message`; false for any mismatch, including an algorithm the
-    /// key does not support.
-    pub fn verify(&self, alg: Algorithm, message: &[u8], signature: &[u8]) -> bool {
-        use ring::signature as sig;
-        if !self.supports(alg) {
-            return false;
-        }
-        match &self.key {
-            PublicKey::Rsa { n, e } => {
-                let params: &sig::RsaParameters = match alg {
-                    Algorithm::Rs256 => &sig::RSA_PKCS1_2048_8192_SHA256,
-                    Algorithm::Rs384 => &sig::RSA_PKCS1_2048_8192_SHA384,
-                    Algorithm::Rs512 => &sig::RSA_PKCS1_2048_8192_SHA512,
-                    Algorithm::Ps256 => &sig::RSA_PSS_2048_8192_SHA256,
-                    _ => return false,
-                };
-                sig::RsaPublicKeyComponents { n, e }
-                    .verify(params, message, signature)
-                    .is_ok()
-            }
-            PublicKey::P256(point) => {
-                sig::UnparsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, point)
-                    .verify(message, signature)
-                    .is_ok()
-            }
-            PublicKey::P384(point) => {
-                sig::UnparsedPublicKey::new(&sig::ECDSA_P384_SHA384_FIXED, point)
-                    .verify(message, signature)
-                    .is_ok()
-            }
-            PublicKey::Ed25519(x) => sig::UnparsedPublicKey::new(&sig::ED25519, x)
-                .verify(message, signature)
-                .is_ok(),
-        }
-    }
-}
-
-/// A parsed key set: the usable keys and why the others were skipped.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct JwkSet {
-    /// Usable keys, in document order.
-    pub keys: Vec<Jwk>,
-    /// One line per skipped key (index and reason), for the log.
-    pub skipped: Vec<String>,
-}
-
-/// Why a JWKS document as a whole is unusable.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum JwksError {
-    /// Over [`MAX_JWKS_BYTES`].
-    #[error("JWKS document is larger than {MAX_JWKS_BYTES} bytes")]
-    TooLarge,
-    /// Not JSON.
-    #[error("JWKS document is not valid JSON: {0}")]
-    NotJson(String),
-    /// No `keys` array at the top level.
-    #[error("JWKS document has no \"keys\" array")]
-    NoKeys,
-    /// Over [`MAX_KEYS`] entries.
-    #[error("JWKS document has more than {MAX_KEYS} keys")]
-    TooManyKeys,
-}
-
-fn b64_field(
-    obj: &serde_json::Map<String, serde_json::Value>,
-    name: &str,
-) -> Result<Vec<u8>, String> {
-    let text = obj
-        .get(name)
-        .ok_or_else(|| format!("missing {name:?}"))?
-        .as_str()
-        .ok_or_else(|| format!("{name:?} is not a string"))?;
-    JWK_B64
-        .decode(text)
-        .map_err(|_| format!("{name:?} is not base64url"))
-}
-
-fn strip_leading_zeros(mut v: Vec<u8>) -> Vec<u8> {
-    let zeros = v.iter().take_while(|b| **b == 0).count();
-    v.drain(..zeros);
-    v
-}
-
-fn parse_key(value: &serde_json::Value) -> Result<Jwk, String> {
-    let obj = value.as_object().ok_or("not a JSON object")?;
-    let text = |name: &str| -> Result<Option<&str>, String> {
-        match obj.get(name) {
-            None => Ok(None),
-            Some(v) => v
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| format!("{name:?} is not a string")),
-        }
-    };
-    let kty = text("kty")?.ok_or("missing \"kty\"")?;
-    if let Some(u) = text("use")? {
-        if u != "sig" {
-            return Err(format!("\"use\" is {u:?}, not \"sig\""));
-        }
-    }
-    if let Some(ops) = obj.get("key_ops") {
-        let allows_verify = ops
-            .as_array()
-            .is_some_and(|a| a.iter().any(|o| o.as_str() == Some("verify")));
-        if !allows_verify {
-            return Err("\"key_ops\" does not allow \"verify\"".into());
-        }
-    }
-    let kid = text("kid")?.map(str::to_owned);
-    if kid.as_ref().is_some_and(|k| k.len() > jwt::MAX_KID_BYTES) {
-        return Err("\"kid\" is too long".into());
-    }
-    let alg = text("alg")?
-        .map(|a| Algorithm::from_name(a).map_err(|e| format!("\"alg\": {e}")))
-        .transpose()?;
-    let key = match kty {
-        "RSA" => {
-            let n = strip_leading_zeros(b64_field(obj, "n")?);
-            let e = strip_leading_zeros(b64_field(obj, "e")?);
-            let bits = n.first().map_or(0, |top| {
-                (n.len() - 1) * 8 + (8 - top.leading_zeros() as usize)
-            });
-            if bits < MIN_RSA_BITS {
-                return Err(format!(
-                    "RSA key of {bits} bits (at least {MIN_RSA_BITS} required)"
-                ));
-            }
-            if bits > MAX_RSA_BITS {
-                return Err(format!(
-                    "RSA key of {bits} bits (at most {MAX_RSA_BITS} supported)"
-                ));
-            }
-            // ring accepts odd exponents from 3 up to 2^33 - 1.
-            let odd = e.last().is_some_and(|b| b & 1 == 1);
-            if e.is_empty() || e.len() > 4 || !odd || e == [1] {
-                return Err("RSA exponent is not an odd number between 3 and 2^32".into());
-            }
-            PublicKey::Rsa { n, e }
-        }
-        "EC" => {
-            let crv = text("crv")?.ok_or("missing \"crv\"")?;
-            let len = match crv {
-                "P-256" => 32,
-                "P-384" => 48,
-                other => return Err(format!("unsupported curve {other:?}")),
-            };
-            let x = b64_field(obj, "x")?;
-            let y = b64_field(obj, "y")?;
-            if x.len() != len || y.len() != len {
-                return Err(format!("{crv} coordinates must be {len} bytes"));
-            }
-            let mut point = Vec::with_capacity(1 + 2 * len);
-            point.push(0x04);
-            point.extend_from_slice(&x);
-            point.extend_from_slice(&y);
-            if len == 32 {
-                PublicKey::P256(point)
-            } else {
-                PublicKey::P384(point)
-            }
-        }
-        "OKP" => {
-            let crv = text("crv")?.ok_or("missing \"crv\"")?;
-            if crv != "Ed25519" {
-                return Err(format!("unsupported curve {crv:?}"));
-            }
-            let x = b64_field(obj, "x")?;
-            if x.len() != 32 {
-                return Err("Ed25519 key must be 32 bytes".into());
-            }
-            PublicKey::Ed25519(x)
-        }
-        other => return Err(format!("unsupported key type {other:?}")),
-    };
-    let jwk = Jwk { kid, alg, key };
-    if let Some(a) = alg {
-        if !jwk.supports(a) {
-            return Err(format!("\"alg\" {} does not fit the key", a.name()));
-        }
-    }
-    Ok(jwk)
-}
-
-/// Parses a JWKS document (`{"keys": [...]}`). Pure and total: any bytes give a value or an
-/// error, never a panic.
-pub fn parse_document(bytes: &[u8]) -> Result<JwkSet, JwksError> {
-    if bytes.len() > MAX_JWKS_BYTES {
-        return Err(JwksError::TooLarge);
-    }
-    let doc: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| JwksError::NotJson(e.to_string()))?;
-    let keys = doc
-        .get("keys")
-        .and_then(|k| k.as_array())
-        .ok_or(JwksError::NoKeys)?;
-    if keys.len() > MAX_KEYS {
-        return Err(JwksError::TooManyKeys);
-    }
-    let mut set = JwkSet::default();
-    for (i, k) in keys.iter().enumerate() {
-        match parse_key(k) {
-            Ok(jwk) => set.keys.push(jwk),
-            Err(reason) => set.skipped.push(format!("key {i}: {reason}")),
-        }
-    }
-    Ok(set)
-}
 
 // ---- options ---------------------------------------------------------------------------
 
@@ -424,7 +141,7 @@ fn classify_source(source: &str) -> Result<SourceSpec, Error> {
     match inline {
         Some(bytes) => {
             let set =
-                parse_document(&bytes).map_err(|e| config_err(format!("inline source: {e}")))?;
+                JwkSet::parse(&bytes).map_err(|e| config_err(format!("inline source: {e}")))?;
             Ok(SourceSpec::Inline(set))
         }
         None => Ok(SourceSpec::File(PathBuf::from(source))),
@@ -608,7 +325,7 @@ impl HttpsSource {
             .await
             .map_err(|e| format!("reading the body: {e}"))?
             .to_bytes();
-        parse_document(&body).map_err(|e| e.to_string())
+        JwkSet::parse(&body).map_err(|e| e.to_string())
     }
 }
 
@@ -831,7 +548,7 @@ impl KeyCache {
             Err(JwksError::TooLarge.to_string())
         } else {
             match tokio::fs::read(path).await {
-                Ok(bytes) => parse_document(&bytes).map_err(|e| e.to_string()),
+                Ok(bytes) => JwkSet::parse(&bytes).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             }
         };
@@ -927,7 +644,7 @@ impl TokenValidator for JwksValidator {
             subject: &subject,
             now: self.clock.now(),
         };
-        let token = jwt::parse_unverified(&claims.token).map_err(denied)?;
+        let token = jose::parse_unverified(&claims.token).map_err(denied)?;
         let kid = token.header.kid.clone();
         let verified = match token.clone().verify(&keys, &expect) {
             Err(JwtError::UnknownKid(k)) => match self.cache.refresh_for_unknown_kid(&keys).await {

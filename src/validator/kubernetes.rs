@@ -28,13 +28,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
 use kube::{Api, Client};
 use serde::Serialize;
-use sigil_pki::{Clock, Namespace, TrustDomain};
+use sigil_pki::{jose, Clock, Namespace, TrustDomain};
 use time::OffsetDateTime;
 
 use super::cache::{cache_key, ValidationCache};
@@ -55,8 +54,6 @@ pub const ANNOTATION_CONFIG: &str = "dapr.io/config";
 /// Dapr's control-plane services (value of `dapr.io/control-plane`).
 pub const CONTROL_PLANE_SERVICES: [&str; 5] =
     ["injector", "operator", "placement", "sentry", "scheduler"];
-/// Longest token sent to the API server.
-pub const MAX_TOKEN_LEN: usize = 16 * 1024;
 /// Most containers described in the certificate's image extension.
 const MAX_IMAGE_ENTRIES: usize = 64;
 /// Clock skew allowed when looking at a token's `exp` before the review (the API server
@@ -147,24 +144,18 @@ fn str_at<'a>(v: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
 /// trusted only because the API server authenticated the token, whatever its form.
 pub fn read_token_facts(token: &str) -> Result<TokenFacts, Error> {
     let is_jwt = !token.trim_start().starts_with('{');
-    let bytes = if !is_jwt {
-        token.as_bytes().to_vec()
+    let claims: serde_json::Value = if is_jwt {
+        let parts = jose::jws::Compact::split(token)
+            .map_err(|e| denied(format!("the token is not a JWT: {e}")))?;
+        parts
+            .payload_json()
+            .map_err(|e| denied(format!("the token's payload is unreadable: {e}")))?
     } else {
-        let mut parts = token.split('.');
-        let (Some(_), Some(payload), Some(_), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(denied("the token is not a JWT"));
-        };
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload.trim_end_matches('='))
-            .map_err(|_| denied("the token's payload is not base64url"))?
+        serde_json::from_str(token)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .ok_or_else(|| denied("the token's payload is not a JSON object"))?
     };
-    let claims: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|_| denied("the token's payload is not a JSON object"))?;
-    if !claims.is_object() {
-        return Err(denied("the token's payload is not a JSON object"));
-    }
     let pick = |nested: &[&str], flat: &str| -> Result<Option<String>, Error> {
         let a = str_at(&claims, nested);
         let b = str_at(&claims, &[flat]);
@@ -583,9 +574,12 @@ impl TokenValidator for KubernetesValidator {
         if claims.token.is_empty() {
             return Err(denied("a service-account token is required"));
         }
-        if claims.token.len() > MAX_TOKEN_LEN {
+        // The longest token sent to the API server: the JOSE limit, the same for every
+        // validator.
+        if claims.token.len() > jose::MAX_TOKEN_BYTES {
             return Err(denied(format!(
-                "the token is longer than {MAX_TOKEN_LEN} bytes"
+                "the token is longer than {} bytes",
+                jose::MAX_TOKEN_BYTES
             )));
         }
         let key = cache_key(&claims.token, &claims.id, &claims.namespace);
@@ -633,6 +627,7 @@ impl TokenValidator for KubernetesValidator {
 mod tests {
     use super::*;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
 
     fn jwt(payload: serde_json::Value) -> String {
         format!(

@@ -16,7 +16,6 @@ pub mod admit;
 pub mod cache;
 pub mod insecure;
 pub mod jwks;
-pub mod jwt;
 pub mod kubernetes;
 pub mod pods;
 

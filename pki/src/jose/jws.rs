@@ -1,92 +1,33 @@
-//! A small, strict parser and verifier for JWS compact tokens (JWTs), on `ring`.
+//! Compact JWS (RFC 7515) and the JWT claims Sigil reads (RFC 7519): split, parse, verify
+//! and assemble, strictly.
 //!
-//! Only what the JWKS validator needs, and nothing that widens the attack surface:
-//!
-//! - Public-key signatures only: RS256/RS384/RS512, PS256, ES256, ES384, EdDSA (Ed25519).
-//!   `alg: none` and every HMAC algorithm are refused by name, before any key is looked at,
-//!   so an HS256 token "signed" with a public key can never verify (key confusion).
+//! - Public-key signatures only ([`Algorithm`]): `alg: none` and every HMAC algorithm are
+//!   refused by name, before any key is looked at, so an HS256 token "signed" with a public
+//!   key can never verify (key confusion).
 //! - The token's `alg` must fit the key (`kty`/`crv`, and the key's own `alg` when it names
 //!   one); see [`Jwk::supports`].
-//! - A `crit` header is refused: we implement no extension, so none may be critical.
+//! - A `crit` header is refused: no extension is implemented, so none may be critical.
 //! - Key selection: a `kid` selects the keys with that id (a `kid` absent from the set is
 //!   [`JwtError::UnknownKid`], which lets the caller refresh its keys once). Without a `kid`
 //!   each key that fits the algorithm is tried in turn, as the common JOSE libraries do; the
-//!   set is bounded ([`super::jwks::MAX_KEYS`]), so this costs at most that many checks.
+//!   set is bounded ([`super::MAX_JWKS_KEYS`]), so this costs at most that many checks.
 //! - Base64url without padding, header and payload must be JSON objects, the whole token
 //!   is at most [`MAX_TOKEN_BYTES`].
-//! - Keys come only from the configured JWKS: `jwk`, `jku`, `x5u` and `x5c` headers are
+//! - Keys come only from the caller's key set: `jwk`, `jku`, `x5u` and `x5c` headers are
 //!   ignored, never fetched or trusted.
 //! - Time claims: `exp` is required (a token that never expires is refused), `nbf` and
-//!   `iat` are checked when present, each with [`CLOCK_SKEW`] of tolerance, against a time
-//!   the caller takes from its [`sigil_pki::Clock`].
+//!   `iat` are checked when present, each with [`CLOCK_SKEW`] of tolerance, against the
+//!   `now` the caller passes.
 //!
 //! [`parse_unverified`] is a pure function over a string, suitable for fuzzing.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
+use base64::Engine as _;
 use serde::Deserialize;
+use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::jwks::{Jwk, JwkSet};
-
-/// Largest token accepted, in bytes.
-pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
-/// Tolerance for `exp`, `nbf` and `iat` (Dapr's).
-pub const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
-/// Longest `kid` accepted (in the token and in a JWKS).
-pub const MAX_KID_BYTES: usize = 256;
-
-/// A signature algorithm this parser accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Algorithm {
-    /// RSASSA-PKCS1-v1_5 with SHA-256.
-    Rs256,
-    /// RSASSA-PKCS1-v1_5 with SHA-384.
-    Rs384,
-    /// RSASSA-PKCS1-v1_5 with SHA-512.
-    Rs512,
-    /// RSASSA-PSS with SHA-256.
-    Ps256,
-    /// ECDSA P-256 with SHA-256.
-    Es256,
-    /// ECDSA P-384 with SHA-384.
-    Es384,
-    /// Ed25519.
-    EdDsa,
-}
-
-impl Algorithm {
-    /// Parses a JOSE `alg` name; `none` and HMAC names get their own errors.
-    pub fn from_name(name: &str) -> Result<Self, JwtError> {
-        Ok(match name {
-            "RS256" => Algorithm::Rs256,
-            "RS384" => Algorithm::Rs384,
-            "RS512" => Algorithm::Rs512,
-            "PS256" => Algorithm::Ps256,
-            "ES256" => Algorithm::Es256,
-            "ES384" => Algorithm::Es384,
-            "EdDSA" => Algorithm::EdDsa,
-            _ if name.eq_ignore_ascii_case("none") => return Err(JwtError::AlgNone),
-            _ if name.len() >= 2 && name.as_bytes()[..2].eq_ignore_ascii_case(b"HS") => {
-                return Err(JwtError::Hmac(shorten(name)))
-            }
-            _ => return Err(JwtError::UnsupportedAlgorithm(shorten(name))),
-        })
-    }
-
-    /// The JOSE name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Algorithm::Rs256 => "RS256",
-            Algorithm::Rs384 => "RS384",
-            Algorithm::Rs512 => "RS512",
-            Algorithm::Ps256 => "PS256",
-            Algorithm::Es256 => "ES256",
-            Algorithm::Es384 => "ES384",
-            Algorithm::EdDsa => "EdDSA",
-        }
-    }
-}
+use super::jwk::{Jwk, JwkSet};
+use super::{shorten, Algorithm, B64URL, CLOCK_SKEW, MAX_KID_BYTES, MAX_TOKEN_BYTES};
 
 /// Why a token was refused. The texts go back to the caller (inside PERMISSION_DENIED), so
 /// they quote token content only shortened and escaped.
@@ -154,14 +95,6 @@ pub enum JwtError {
         /// What the request asks for.
         want: String,
     },
-}
-
-fn shorten(s: &str) -> String {
-    let mut out: String = s.chars().take(64).collect();
-    if out.len() < s.len() {
-        out.push('…');
-    }
-    out
 }
 
 /// A token's protected header, as far as we read it.
@@ -266,10 +199,65 @@ fn numeric_date(
         .map_err(|_| bad())
 }
 
+/// The three parts of a compact JWS, still encoded.
+#[derive(Clone, Copy, Debug)]
+pub struct Compact<'a> {
+    /// The protected header, base64url.
+    pub header: &'a str,
+    /// The payload, base64url.
+    pub payload: &'a str,
+    /// The signature, base64url.
+    pub signature: &'a str,
+}
+
+impl<'a> Compact<'a> {
+    /// Splits a token into its three non-empty parts, within [`MAX_TOKEN_BYTES`].
+    pub fn split(token: &'a str) -> Result<Self, JwtError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(JwtError::TooLarge);
+        }
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(JwtError::Malformed);
+        };
+        if header.is_empty() || payload.is_empty() || signature.is_empty() {
+            return Err(JwtError::Malformed);
+        }
+        Ok(Compact {
+            header,
+            payload,
+            signature,
+        })
+    }
+
+    /// The decoded payload: for a reader that only looks at claims (the Kubernetes
+    /// precheck), never a substitute for [`parse_unverified`] and a verification.
+    pub fn payload_json(&self) -> Result<Value, JwtError> {
+        json_object(&decode_part(self.payload, "payload")?, "payload")
+    }
+}
+
+/// Assembles a compact JWS: `header.payload` base64url-encoded, signed by `sign`, which gets
+/// the signing input. The one place tokens are put together, for Sigil's signer and for
+/// tests.
+pub fn assemble<E>(
+    header: &Value,
+    payload: &Value,
+    sign: impl FnOnce(&[u8]) -> Result<Vec<u8>, E>,
+) -> Result<String, E> {
+    let mut token = B64URL.encode(header.to_string());
+    token.push('.');
+    token.push_str(&B64URL.encode(payload.to_string()));
+    let signature = sign(token.as_bytes())?;
+    token.push('.');
+    token.push_str(&B64URL.encode(signature));
+    Ok(token)
+}
+
 fn decode_part(part: &str, what: &'static str) -> Result<Vec<u8>, JwtError> {
-    URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| JwtError::BadBase64(what))
+    B64URL.decode(part).map_err(|_| JwtError::BadBase64(what))
 }
 
 /// serde accepts a JSON array for a struct; a JOSE header or claim set must be an object.
@@ -287,20 +275,13 @@ fn json_object<T: serde::de::DeserializeOwned>(
 /// Parses a compact JWS without checking its signature. Pure and total: any input gives a
 /// value or an error, never a panic.
 pub fn parse_unverified(token: &str) -> Result<UnverifiedToken<'_>, JwtError> {
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(JwtError::TooLarge);
-    }
-    let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(JwtError::Malformed);
-    };
-    if h.is_empty() || p.is_empty() || s.is_empty() {
-        return Err(JwtError::Malformed);
-    }
+    let Compact {
+        header: h,
+        payload: p,
+        signature: s,
+    } = Compact::split(token)?;
     let raw_header: RawHeader = json_object(&decode_part(h, "header")?, "header")?;
-    let alg = Algorithm::from_name(&raw_header.alg)?;
+    let alg = Algorithm::from_jose(&raw_header.alg)?;
     if raw_header.crit.is_some() {
         return Err(JwtError::Crit);
     }
@@ -394,134 +375,12 @@ impl UnverifiedToken<'_> {
 }
 
 #[cfg(test)]
-pub(crate) mod testing {
-    //! Token signing for tests: ring keys, hand-assembled JWS.
-
-    use super::*;
-    use ring::rand::SystemRandom;
-    use ring::signature::{self, KeyPair};
-
-    /// A signing key of one of the supported types, with its public JWK.
-    pub enum TestKey {
-        Rsa(signature::RsaKeyPair),
-        P256(signature::EcdsaKeyPair),
-        P384(signature::EcdsaKeyPair),
-        Ed25519(signature::Ed25519KeyPair),
-    }
-
-    /// The openssl-generated RSA-2048 key in `tests/data`.
-    pub const RSA2048_PKCS8: &[u8] = include_bytes!("../../tests/data/rsa2048.pk8.der");
-
-    fn b64(b: &[u8]) -> String {
-        URL_SAFE_NO_PAD.encode(b)
-    }
-
-    impl TestKey {
-        pub fn rsa() -> Self {
-            TestKey::Rsa(signature::RsaKeyPair::from_pkcs8(RSA2048_PKCS8).unwrap())
-        }
-        pub fn p256() -> Self {
-            let rng = SystemRandom::new();
-            let a = &signature::ECDSA_P256_SHA256_FIXED_SIGNING;
-            let doc = signature::EcdsaKeyPair::generate_pkcs8(a, &rng).unwrap();
-            TestKey::P256(signature::EcdsaKeyPair::from_pkcs8(a, doc.as_ref(), &rng).unwrap())
-        }
-        pub fn p384() -> Self {
-            let rng = SystemRandom::new();
-            let a = &signature::ECDSA_P384_SHA384_FIXED_SIGNING;
-            let doc = signature::EcdsaKeyPair::generate_pkcs8(a, &rng).unwrap();
-            TestKey::P384(signature::EcdsaKeyPair::from_pkcs8(a, doc.as_ref(), &rng).unwrap())
-        }
-        pub fn ed25519() -> Self {
-            let doc = signature::Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
-            TestKey::Ed25519(signature::Ed25519KeyPair::from_pkcs8(doc.as_ref()).unwrap())
-        }
-
-        /// The public JWK, as JSON, with `kid` when given.
-        pub fn jwk(&self, kid: Option<&str>) -> serde_json::Value {
-            let mut v = match self {
-                TestKey::Rsa(k) => {
-                    let c: signature::RsaPublicKeyComponents<Vec<u8>> = k.public().into();
-                    serde_json::json!({"kty": "RSA", "n": b64(&c.n), "e": b64(&c.e)})
-                }
-                TestKey::P256(k) | TestKey::P384(k) => {
-                    let p = k.public_key().as_ref();
-                    let (crv, len) = if matches!(self, TestKey::P256(_)) {
-                        ("P-256", 32)
-                    } else {
-                        ("P-384", 48)
-                    };
-                    serde_json::json!({"kty": "EC", "crv": crv,
-                        "x": b64(&p[1..1 + len]), "y": b64(&p[1 + len..])})
-                }
-                TestKey::Ed25519(k) => serde_json::json!({"kty": "OKP", "crv": "Ed25519",
-                    "x": b64(k.public_key().as_ref())}),
-            };
-            if let Some(kid) = kid {
-                v["kid"] = kid.into();
-            }
-            v
-        }
-
-        /// Signs `input` with `alg` (which must fit the key).
-        pub fn sign(&self, alg: &str, input: &[u8]) -> Vec<u8> {
-            let rng = SystemRandom::new();
-            match self {
-                TestKey::Rsa(k) => {
-                    let pad: &dyn signature::RsaEncoding = match alg {
-                        "RS256" => &signature::RSA_PKCS1_SHA256,
-                        "RS384" => &signature::RSA_PKCS1_SHA384,
-                        "RS512" => &signature::RSA_PKCS1_SHA512,
-                        "PS256" => &signature::RSA_PSS_SHA256,
-                        other => panic!("RSA cannot sign {other}"),
-                    };
-                    let mut sig = vec![0; k.public().modulus_len()];
-                    k.sign(pad, &rng, input, &mut sig).unwrap();
-                    sig
-                }
-                TestKey::P256(k) | TestKey::P384(k) => {
-                    k.sign(&rng, input).unwrap().as_ref().to_vec()
-                }
-                TestKey::Ed25519(k) => k.sign(input).as_ref().to_vec(),
-            }
-        }
-    }
-
-    /// Assembles a JWS from a header and payload (JSON values) signed by `key`.
-    pub fn token(key: &TestKey, header: &serde_json::Value, payload: &serde_json::Value) -> String {
-        let alg = header["alg"].as_str().unwrap_or("RS256");
-        let input = format!(
-            "{}.{}",
-            b64(header.to_string().as_bytes()),
-            b64(payload.to_string().as_bytes())
-        );
-        let sig = key.sign(alg, input.as_bytes());
-        format!("{input}.{}", b64(&sig))
-    }
-
-    /// Assembles a JWS with an HMAC signature under `secret`.
-    pub fn hmac_token(
-        secret: &[u8],
-        header: &serde_json::Value,
-        payload: &serde_json::Value,
-    ) -> String {
-        let input = format!(
-            "{}.{}",
-            b64(header.to_string().as_bytes()),
-            b64(payload.to_string().as_bytes())
-        );
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
-        let tag = ring::hmac::sign(&key, input.as_bytes());
-        format!("{input}.{}", b64(tag.as_ref()))
-    }
-}
-
-#[cfg(test)]
 mod tests {
-    use super::testing::*;
+    use super::super::testing::{hmac_token, token, TestKey};
     use super::*;
-    use crate::validator::jwks::parse_document;
     use serde_json::json;
+
+    const URL_SAFE_NO_PAD: base64::engine::GeneralPurpose = B64URL;
 
     const AUD: &str = "spiffe://localhost/ns/default/dapr-sentry";
     const SUB: &str = "spiffe://public/ns/default/app";
@@ -536,7 +395,7 @@ mod tests {
     }
 
     fn set(keys: &[serde_json::Value]) -> JwkSet {
-        parse_document(json!({ "keys": keys }).to_string().as_bytes()).unwrap()
+        JwkSet::parse(json!({ "keys": keys }).to_string().as_bytes()).unwrap()
     }
 
     fn expect() -> Expectations<'static> {
@@ -555,7 +414,7 @@ mod tests {
     fn every_supported_algorithm_verifies() {
         let rsa = TestKey::rsa();
         let cases: Vec<(TestKey, &[&str])> = vec![
-            (rsa, &["RS256", "RS384", "RS512", "PS256"]),
+            (rsa, &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]),
             (TestKey::p256(), &["ES256"]),
             (TestKey::p384(), &["ES384"]),
             (TestKey::ed25519(), &["EdDSA"]),
