@@ -38,7 +38,7 @@ use super::jwt::{self, Algorithm, Expectations, JwtError};
 use super::{
     common_checks, requested_trust_domain, Claims, Identity, TokenValidator, ValidatorKind,
 };
-use crate::config::{parse_duration, Config, TokenValidatorSpec};
+use crate::config::{dapr::TokenValidatorSpec, duration::parse_duration, Config};
 use crate::Error;
 
 /// Largest JWKS document accepted (file or HTTPS body), in bytes.

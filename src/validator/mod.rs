@@ -18,6 +18,7 @@ pub mod insecure;
 pub mod jwks;
 pub mod jwt;
 pub mod kubernetes;
+pub mod pod_lookup;
 pub mod pods;
 
 /// The validators Dapr defines, with Dapr's enum numbers.
