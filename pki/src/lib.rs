@@ -36,6 +36,7 @@ pub mod clock;
 pub mod csr;
 mod der;
 mod error;
+mod inspect;
 pub mod issue;
 pub mod jwt;
 pub mod keys;
