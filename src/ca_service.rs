@@ -16,7 +16,7 @@ use crate::jwt::{IssuedJwts, JwtState};
 use crate::observe::{Metrics, ReasonLabel, RequestLabels};
 use crate::rate_limit::Limiter;
 use crate::rotation::CaState;
-use crate::validator::admit::Admission;
+use crate::validator::admit::{control_plane_dns_names, Admission};
 use crate::validator::{Claims, Identity, Validators};
 use crate::Error;
 
@@ -56,29 +56,6 @@ struct Signed {
     issued: IssuedCertificate,
     authority: Arc<sigil_pki::Authority>,
     jwts: Option<IssuedJwts>,
-}
-
-/// DNS SANs Dapr gives its own control-plane services: only to a caller proven to be that
-/// service ([`Identity::control_plane`]), in the control-plane namespace.
-pub fn control_plane_dns_names(
-    identity: &Identity,
-    control_plane_ns: &Namespace,
-    cluster_domain: &str,
-) -> Vec<String> {
-    if !identity.control_plane || &identity.namespace != control_plane_ns {
-        return Vec::new();
-    }
-    let ns = control_plane_ns.as_str();
-    match identity.app_id.as_str() {
-        "dapr-injector" => vec![format!("dapr-sidecar-injector.{ns}.svc")],
-        "dapr-operator" => vec![format!("dapr-webhook.{ns}.svc")],
-        "dapr-scheduler" => (0..3)
-            .map(|i| {
-                format!("dapr-scheduler-server-{i}.dapr-scheduler-server.{ns}.svc.{cluster_domain}")
-            })
-            .collect(),
-        _ => Vec::new(),
-    }
 }
 
 fn shorten(s: &str) -> String {
@@ -257,48 +234,5 @@ impl Ca for CaService {
                 Err(e.into())
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ident(ns: &str, app: &str) -> Identity {
-        Identity {
-            trust_domain: "public".parse().unwrap(),
-            namespace: ns.parse().unwrap(),
-            app_id: app.parse().unwrap(),
-            authenticated_as: String::new(),
-            container_images_json: None,
-            control_plane: true,
-        }
-    }
-
-    #[test]
-    fn control_plane_names_only_in_control_plane_namespace() {
-        let cp: Namespace = "dapr-system".parse().unwrap();
-        assert_eq!(
-            control_plane_dns_names(&ident("dapr-system", "dapr-injector"), &cp, "cluster.local"),
-            vec!["dapr-sidecar-injector.dapr-system.svc"]
-        );
-        assert_eq!(
-            control_plane_dns_names(&ident("dapr-system", "dapr-operator"), &cp, "cluster.local"),
-            vec!["dapr-webhook.dapr-system.svc"]
-        );
-        let sched = control_plane_dns_names(&ident("dapr-system", "dapr-scheduler"), &cp, "c.l");
-        assert_eq!(sched.len(), 3);
-        assert_eq!(
-            sched[2],
-            "dapr-scheduler-server-2.dapr-scheduler-server.dapr-system.svc.c.l"
-        );
-        assert!(
-            control_plane_dns_names(&ident("default", "dapr-injector"), &cp, "cluster.local")
-                .is_empty()
-        );
-        assert!(
-            control_plane_dns_names(&ident("dapr-system", "orders"), &cp, "cluster.local")
-                .is_empty()
-        );
     }
 }

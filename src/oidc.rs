@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::OidcSettings;
+use crate::config::jwt::OidcSettings;
 use crate::jwt::JwtState;
 use crate::Error;
 
@@ -448,7 +448,7 @@ pub async fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::JwtSettings;
+    use crate::config::jwt::JwtSettings;
     use http_body_util::BodyExt as _;
     use sigil_pki::{JwsAlgorithm, ManualClock};
 

@@ -367,7 +367,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
     }
 
     if let (Some(signer), Some(client)) = (&config.pod_certificate_signer, &kube_client) {
-        let name = crate::pod_certificates::SignerName::parse(signer).map_err(Error::Config)?;
+        let name = crate::pod_certificates::signer_name::SignerName::parse(signer)
+            .map_err(Error::Config)?;
         crate::pod_certificates::spawn(
             crate::pod_certificates::PodCertificateSigner::new(
                 client.clone(),

@@ -2,21 +2,21 @@
 //! sockets on 127.0.0.1, with real TLS and real certificates. Waits are on watch channels or
 //! status polls with generous limits; nothing asserts how fast something happened.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use rustls_pki_types::{CertificateDer, ServerName};
-use sigil::config::{Config, ServeArgs};
 use sigil::server::RunningServer;
 use sigil::store::file::{FileNames, FileStore};
 use sigil_client::{
     peer_spiffe_id, PeerAuthorizer, SourceConfig, SpiffeId, SvidSource, TrustAnchorSource,
 };
-use sigil_pki::{Authority, CaFiles, CaParams, SystemClock};
+use sigil_pki::{Authority, CaFiles, CaParams};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,15 +25,9 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 const LONG: Duration = Duration::from_secs(30);
 
-#[derive(Parser)]
-struct ServeCli {
-    #[command(flatten)]
-    args: ServeArgs,
-}
-
-fn server_config(creds: &Path, extra: &[&str]) -> Config {
+async fn start_server(creds: &Path, extra: &[&str]) -> RunningServer {
     let creds = creds.to_str().unwrap().to_string();
-    let mut argv = vec!["sigil", "--issuer-credentials", &creds];
+    let mut argv = vec!["--issuer-credentials", &creds];
     if !extra.contains(&"--port") {
         argv.extend_from_slice(&["--port", "0"]);
     }
@@ -47,17 +41,7 @@ fn server_config(creds: &Path, extra: &[&str]) -> Config {
         "200ms",
     ]);
     argv.extend_from_slice(extra);
-    ServeCli::try_parse_from(argv)
-        .unwrap()
-        .args
-        .into_config(None)
-        .unwrap()
-}
-
-async fn start_server(creds: &Path, extra: &[&str]) -> RunningServer {
-    sigil::server::start(server_config(creds, extra), Arc::new(SystemClock))
-        .await
-        .unwrap()
+    support::start(support::serve_args(&argv)).await.unwrap()
 }
 
 fn source_config(addr: &str, app: &str, td: &str, anchors: &Path) -> SourceConfig {

@@ -12,27 +12,19 @@
 //!
 //! Needs `openssl` on PATH (RSA-1024 and curves that ring cannot make).
 
-use std::process::Command;
-use std::sync::Arc;
+mod support;
 
-use clap::Parser;
-use sigil::config::ServeArgs;
+use std::process::Command;
+
 use sigil::server::RunningServer;
 use sigil_proto::sentry::ca_client::CaClient;
 use sigil_proto::SignCertificateRequest;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 use x509_parser::prelude::*;
 
-#[derive(Parser)]
-struct ServeCli {
-    #[command(flatten)]
-    args: ServeArgs,
-}
-
 async fn start_server(dir: &std::path::Path) -> RunningServer {
-    let cli = ServeCli::try_parse_from([
-        "sigil",
+    support::start(support::serve_args(&[
         "--issuer-credentials",
         dir.to_str().expect("utf-8 temp path"),
         "--config",
@@ -43,27 +35,15 @@ async fn start_server(dir: &std::path::Path) -> RunningServer {
         "0",
         "--metrics-port",
         "0",
-    ])
-    .expect("flags parse");
-    let config = cli.args.into_config(None).expect("config is valid");
-    sigil::server::start(config, Arc::new(sigil_pki::SystemClock))
-        .await
-        .expect("server starts")
+    ]))
+    .await
+    .expect("server starts")
 }
 
 async fn client(server: &RunningServer, ca_pem: &[u8]) -> CaClient<Channel> {
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca_pem))
-        .domain_name("localhost");
-    let channel = Endpoint::from_shared(format!("https://{}", server.grpc_addr))
-        .expect("endpoint")
-        .tls_config(tls)
-        .expect("tls config")
-        .connect()
-        .await
-        .expect("TLS connection to the server");
     // Large enough to send the 1 MiB case: the server, not the client, must refuse it.
-    CaClient::new(channel).max_encoding_message_size(4 * 1024 * 1024)
+    CaClient::new(support::standalone::channel(server, ca_pem).await)
+        .max_encoding_message_size(4 * 1024 * 1024)
 }
 
 fn openssl(script: &str) -> Vec<u8> {

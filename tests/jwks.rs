@@ -1,8 +1,9 @@
 //! The JWKS validator end to end: `sigil::server::start` with a Dapr Configuration that
 //! enables `jwks`, key sets from a file and from a local HTTPS server, and a tonic TLS client.
 
-mod harness;
 mod support;
+
+use support::standalone as harness;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};

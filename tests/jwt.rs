@@ -2,7 +2,9 @@
 //! sockets with real TLS. Tokens returned by `SignCertificate` are verified with `ring`
 //! against the JWKS fetched from the running OIDC server.
 
-mod harness;
+mod support;
+
+use support::standalone;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -123,7 +125,7 @@ fn verify(token: &str, jwks: &Value) -> Value {
 async fn tokens_verify_against_the_jwks_served_by_the_oidc_server() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, anchor) = oidc_tls(dir.path());
-    let server = harness::start(
+    let server = standalone::start(
         dir.path(),
         &[
             "--jwt-enabled",
@@ -143,12 +145,12 @@ async fn tokens_verify_against_the_jwks_served_by_the_oidc_server() {
         ],
     )
     .await;
-    let creds = harness::creds(dir.path());
+    let creds = standalone::creds(dir.path());
     assert!(creds.join("jwt.key").exists() && creds.join("jwks.json").exists());
     let ca = std::fs::read(creds.join("ca.crt")).unwrap();
-    let mut client = harness::client(&server, &ca).await;
+    let mut client = standalone::client(&server, &ca).await;
 
-    let mut req = harness::request("orders", "shop", &harness::csr(&rcgen::PKCS_ED25519).1);
+    let mut req = standalone::request("orders", "shop", &standalone::csr(&rcgen::PKCS_ED25519).1);
     req.trust_domain = "example.org".into();
     req.jwt_audiences = vec![
         "api://a".into(),
@@ -226,7 +228,7 @@ async fn tokens_verify_against_the_jwks_served_by_the_oidc_server() {
 
     // Too many audiences: refused before anything is signed.
     let before = server.metrics.sign_success.get();
-    let mut req = harness::request("orders", "shop", &harness::csr(&rcgen::PKCS_ED25519).1);
+    let mut req = standalone::request("orders", "shop", &standalone::csr(&rcgen::PKCS_ED25519).1);
     req.jwt_audiences = (0..17).map(|i| format!("a{i}")).collect();
     let status = client.sign_certificate(req).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -254,7 +256,7 @@ async fn tokens_verify_against_the_jwks_served_by_the_oidc_server() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(published, "the new key is published");
-    let req = harness::request("orders", "shop", &harness::csr(&rcgen::PKCS_ED25519).1);
+    let req = standalone::request("orders", "shop", &standalone::csr(&rcgen::PKCS_ED25519).1);
     let token = client
         .sign_certificate(req)
         .await
@@ -270,7 +272,7 @@ async fn tokens_verify_against_the_jwks_served_by_the_oidc_server() {
     );
     let mut rotated = None;
     for _ in 0..200 {
-        let req = harness::request("orders", "shop", &harness::csr(&rcgen::PKCS_ED25519).1);
+        let req = standalone::request("orders", "shop", &standalone::csr(&rcgen::PKCS_ED25519).1);
         let resp = client.sign_certificate(req).await.unwrap().into_inner();
         let token = resp.jwt.unwrap();
         let header: Value = serde_json::from_slice(&b64(token.split('.').next().unwrap())).unwrap();
@@ -307,15 +309,15 @@ async fn tokens_verify_against_the_jwks_served_by_the_oidc_server() {
 #[tokio::test]
 async fn without_jwt_the_response_has_no_tokens() {
     let dir = tempfile::tempdir().unwrap();
-    let server = harness::start(dir.path(), &[]).await;
+    let server = standalone::start(dir.path(), &[]).await;
     assert!(server.oidc_addr.is_none() && server.jwt.is_none());
-    let ca = std::fs::read(harness::creds(dir.path()).join("ca.crt")).unwrap();
-    let mut client = harness::client(&server, &ca).await;
-    let mut req = harness::request("orders", "shop", &harness::csr(&rcgen::PKCS_ED25519).1);
+    let ca = std::fs::read(standalone::creds(dir.path()).join("ca.crt")).unwrap();
+    let mut client = standalone::client(&server, &ca).await;
+    let mut req = standalone::request("orders", "shop", &standalone::csr(&rcgen::PKCS_ED25519).1);
     req.jwt_audiences = vec!["ignored".into()];
     let resp = client.sign_certificate(req).await.unwrap().into_inner();
     assert!(resp.jwt.is_none() && resp.per_audience_jwts.is_empty());
-    assert!(!harness::creds(dir.path()).join("jwt.key").exists());
+    assert!(!standalone::creds(dir.path()).join("jwt.key").exists());
     server.shutdown().await.unwrap();
 }
 
@@ -389,7 +391,7 @@ fn every_jwt_and_oidc_flag_without_its_feature_fails_at_start() {
         ),
     ];
     for (flags, named, needs) in cases {
-        let e = harness::serve_args(dir.path(), flags)
+        let e = standalone::serve_args(dir.path(), flags)
             .into_config(None)
             .err()
             .unwrap_or_else(|| panic!("{flags:?} accepted"))
@@ -401,11 +403,11 @@ fn every_jwt_and_oidc_flag_without_its_feature_fails_at_start() {
 #[tokio::test]
 async fn an_unusable_jwt_key_stops_the_start_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let creds = harness::creds(dir.path());
+    let creds = standalone::creds(dir.path());
     std::fs::create_dir_all(&creds).unwrap();
     let ed = sigil_pki::JwtSigningKey::generate(sigil_pki::JwsAlgorithm::EdDsa).unwrap();
     std::fs::write(creds.join("jwt.key"), ed.to_pem().as_bytes()).unwrap();
-    let config = harness::serve_args(dir.path(), &["--jwt-enabled"])
+    let config = standalone::serve_args(dir.path(), &["--jwt-enabled"])
         .into_config(None)
         .unwrap();
     let e = sigil::server::start(config, Arc::new(sigil_pki::SystemClock))
@@ -415,7 +417,7 @@ async fn an_unusable_jwt_key_stops_the_start_with_the_reason() {
         .to_string();
     assert!(e.contains("EdDSA") && e.contains("jwt.key"), "{e}");
     // Asked for explicitly, the same key is used.
-    let config = harness::serve_args(
+    let config = standalone::serve_args(
         dir.path(),
         &["--jwt-enabled", "--jwt-signing-algorithm", "EdDSA"],
     )
@@ -441,7 +443,7 @@ async fn oidc_trusted_by(server: &RunningServer, anchor: &[u8]) -> bool {
 async fn a_renewed_oidc_certificate_is_served_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key, first) = oidc_tls(dir.path());
-    let server = harness::start(
+    let server = standalone::start(
         dir.path(),
         &[
             "--jwt-enabled",

@@ -5,7 +5,9 @@
 //! The raw HTTP/2 client (the `h2` crate over tokio-rustls) does what a well-behaved gRPC
 //! client never would: open streams that send part of a message and stall.
 
-mod harness;
+mod support;
+
+use support::standalone;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,7 +27,7 @@ use tonic::Code;
 const SIGN: &str = "/dapr.proto.sentry.v1.CA/SignCertificate";
 
 fn connector(dir: &Path) -> TlsConnector {
-    let ca = std::fs::read(harness::creds(dir).join("ca.crt")).expect("ca.crt");
+    let ca = std::fs::read(standalone::creds(dir).join("ca.crt")).expect("ca.crt");
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&ca) {
         roots.add(cert.expect("PEM")).expect("anchor");
@@ -88,7 +90,7 @@ fn grpc_status(resp: &http::Response<h2::RecvStream>) -> Option<String> {
 
 async fn start(dir: &Path, extra: &[&str]) -> RunningServer {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    harness::start(dir, extra).await
+    standalone::start(dir, extra).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,11 +119,11 @@ async fn the_stream_limit_is_advertised() {
 async fn an_oversized_message_is_resource_exhausted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = start(dir.path(), &[]).await;
-    let ca = std::fs::read(harness::creds(dir.path()).join("ca.crt")).expect("ca");
-    let mut client = harness::client(&server, &ca)
+    let ca = std::fs::read(standalone::creds(dir.path()).join("ca.crt")).expect("ca");
+    let mut client = standalone::client(&server, &ca)
         .await
         .max_encoding_message_size(4 * 1024 * 1024);
-    let mut req = harness::request("orders", "default", "");
+    let mut req = standalone::request("orders", "default", "");
     req.certificate_signing_request = vec![b'A'; 1024 * 1024];
     let err = client.sign_certificate(req).await.expect_err("refused");
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
@@ -133,7 +135,7 @@ async fn an_oversized_message_is_resource_exhausted() {
     );
     // The largest valid request gets through the transport: a 64 KiB CSR (garbage here, so
     // the CSR check answers) with a 16 KiB token.
-    let mut req = harness::request("orders", "default", "");
+    let mut req = standalone::request("orders", "default", "");
     req.certificate_signing_request = vec![b'A'; 64 * 1024];
     req.token = "t".repeat(16 * 1024);
     req.jwt_audiences = (0..16).map(|i| format!("{i:0>512}")).collect();
@@ -191,11 +193,11 @@ async fn a_stalled_stream_flood_is_bounded_by_the_budget() {
         "budget in use {used} of {limit}"
     );
     // Every other caller still gets a certificate.
-    let ca = std::fs::read(harness::creds(dir.path()).join("ca.crt")).expect("ca");
-    let (_, csr) = harness::csr(&rcgen::PKCS_ED25519);
-    harness::client(&server, &ca)
+    let ca = std::fs::read(standalone::creds(dir.path()).join("ca.crt")).expect("ca");
+    let (_, csr) = standalone::csr(&rcgen::PKCS_ED25519);
+    standalone::client(&server, &ca)
         .await
-        .sign_certificate(harness::request("orders", "default", &csr))
+        .sign_certificate(standalone::request("orders", "default", &csr))
         .await
         .expect("a legitimate request during the flood");
     // The flood ends: every byte is given back.

@@ -3,7 +3,9 @@
 //! certificate) and for their modes; `--watch` must rewrite them after every renewal and
 //! exit cleanly on SIGTERM.
 
-mod harness;
+mod support;
+
+use support::standalone;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -86,9 +88,9 @@ fn request_args(addr: &str, anchors: &str, out: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_writes_a_verifiable_certificate_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let server = harness::start(dir.path(), &[]).await;
+    let server = standalone::start(dir.path(), &[]).await;
     let addr = server.grpc_addr.to_string();
-    let anchors = harness::creds(dir.path())
+    let anchors = standalone::creds(dir.path())
         .join("ca.crt")
         .display()
         .to_string();
@@ -117,8 +119,8 @@ async fn request_writes_a_verifiable_certificate_and_key() {
 async fn request_without_a_reachable_server_fails_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     // A CA's anchors, but nothing listens on the address.
-    let server = harness::start(dir.path(), &[]).await;
-    let anchors = harness::creds(dir.path())
+    let server = standalone::start(dir.path(), &[]).await;
+    let anchors = standalone::creds(dir.path())
         .join("ca.crt")
         .display()
         .to_string();
@@ -142,9 +144,9 @@ async fn request_without_a_reachable_server_fails_with_the_reason() {
 async fn request_watch_rewrites_the_files_after_each_renewal_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     // 4 s certificates: renewed at about half their life.
-    let server = harness::start(dir.path(), &["--workload-cert-ttl", "4s"]).await;
+    let server = standalone::start(dir.path(), &["--workload-cert-ttl", "4s"]).await;
     let addr = server.grpc_addr.to_string();
-    let anchors = harness::creds(dir.path())
+    let anchors = standalone::creds(dir.path())
         .join("ca.crt")
         .display()
         .to_string();

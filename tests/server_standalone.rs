@@ -1,6 +1,8 @@
 //! End to end over real sockets and real TLS: a standalone `sigil serve` and a tonic client.
 
-mod harness;
+mod support;
+
+use support::standalone;
 
 use std::time::Duration;
 
@@ -22,20 +24,20 @@ fn parse_pem_chain(pem_bytes: &[u8]) -> Vec<Vec<u8>> {
 #[tokio::test]
 async fn issues_for_every_key_type_with_daprs_response_shape() {
     let dir = tempfile::tempdir().unwrap();
-    let server = harness::start(dir.path(), &[]).await;
-    let ca = std::fs::read(harness::creds(dir.path()).join("ca.crt")).unwrap();
-    let issuer = std::fs::read(harness::creds(dir.path()).join("issuer.crt")).unwrap();
-    let mut client = harness::client(&server, &ca).await;
+    let server = standalone::start(dir.path(), &[]).await;
+    let ca = std::fs::read(standalone::creds(dir.path()).join("ca.crt")).unwrap();
+    let issuer = std::fs::read(standalone::creds(dir.path()).join("issuer.crt")).unwrap();
+    let mut client = standalone::client(&server, &ca).await;
 
     let mut csrs: Vec<(&str, String)> = vec![
-        ("ed25519", harness::csr(&rcgen::PKCS_ED25519).1),
-        ("p256", harness::csr(&rcgen::PKCS_ECDSA_P256_SHA256).1),
-        ("p384", harness::csr(&rcgen::PKCS_ECDSA_P384_SHA384).1),
-        ("rsa2048", harness::rsa_csr(2048)),
-        ("rsa4096", harness::rsa_csr(4096)),
+        ("ed25519", standalone::csr(&rcgen::PKCS_ED25519).1),
+        ("p256", standalone::csr(&rcgen::PKCS_ECDSA_P256_SHA256).1),
+        ("p384", standalone::csr(&rcgen::PKCS_ECDSA_P384_SHA384).1),
+        ("rsa2048", standalone::rsa_csr(2048)),
+        ("rsa4096", standalone::rsa_csr(4096)),
     ];
     for (name, csr) in csrs.drain(..) {
-        let mut req = harness::request("orders", "shop", &csr);
+        let mut req = standalone::request("orders", "shop", &csr);
         req.trust_domain = "example.org".into();
         let resp = client
             .sign_certificate(req)
@@ -81,52 +83,52 @@ async fn issues_for_every_key_type_with_daprs_response_shape() {
 #[tokio::test]
 async fn refusals_carry_daprs_codes_and_issue_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let server = harness::start(dir.path(), &[]).await;
-    let ca = std::fs::read(harness::creds(dir.path()).join("ca.crt")).unwrap();
-    let mut client = harness::client(&server, &ca).await;
-    let (_, good) = harness::csr(&rcgen::PKCS_ED25519);
+    let server = standalone::start(dir.path(), &[]).await;
+    let ca = std::fs::read(standalone::creds(dir.path()).join("ca.crt")).unwrap();
+    let mut client = standalone::client(&server, &ca).await;
+    let (_, good) = standalone::csr(&rcgen::PKCS_ED25519);
 
     let cases: Vec<(&str, sigil_proto::SignCertificateRequest, tonic::Code, &str)> = vec![
         (
             "empty id",
-            harness::request("", "ns", &good),
+            standalone::request("", "ns", &good),
             tonic::Code::PermissionDenied,
             "parameter app-id cannot be empty",
         ),
         (
             "dotted id",
-            harness::request("a.b", "ns", &good),
+            standalone::request("a.b", "ns", &good),
             tonic::Code::PermissionDenied,
             "cannot contain dots",
         ),
         (
             "long id",
-            harness::request(&"a".repeat(65), "ns", &good),
+            standalone::request(&"a".repeat(65), "ns", &good),
             tonic::Code::PermissionDenied,
             "64 characters or less",
         ),
         (
             "no namespace",
-            harness::request("app", "", &good),
+            standalone::request("app", "", &good),
             tonic::Code::PermissionDenied,
             "namespace is required",
         ),
         (
             "no csr",
-            harness::request("app", "ns", ""),
+            standalone::request("app", "ns", ""),
             tonic::Code::PermissionDenied,
             "CSR is required",
         ),
         (
             "garbage csr",
-            harness::request("app", "ns", "garbage"),
+            standalone::request("app", "ns", "garbage"),
             tonic::Code::InvalidArgument,
             "invalid certificate signing request",
         ),
         (
             "kubernetes validator",
             {
-                let mut r = harness::request("app", "ns", &good);
+                let mut r = standalone::request("app", "ns", &good);
                 r.token_validator = 2;
                 r
             },
@@ -136,7 +138,7 @@ async fn refusals_carry_daprs_codes_and_issue_nothing() {
         (
             "unknown validator",
             {
-                let mut r = harness::request("app", "ns", &good);
+                let mut r = standalone::request("app", "ns", &good);
                 r.token_validator = 99;
                 r
             },
@@ -159,7 +161,7 @@ async fn refusals_carry_daprs_codes_and_issue_nothing() {
     der[n - 5] ^= 0xff;
     let tampered = pem::encode(&pem::Pem::new("CERTIFICATE REQUEST", der));
     let status = client
-        .sign_certificate(harness::request("app", "ns", &tampered))
+        .sign_certificate(standalone::request("app", "ns", &tampered))
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -188,7 +190,7 @@ async fn reqwest_get(addr: std::net::SocketAddr, path: &str) -> String {
 #[tokio::test]
 async fn health_and_metrics_endpoints_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let server = harness::start(dir.path(), &[]).await;
+    let server = standalone::start(dir.path(), &[]).await;
     let health = reqwest_get(server.healthz_addr, "/healthz").await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let metrics = reqwest_get(server.metrics_addr.unwrap(), "/").await;
@@ -206,13 +208,13 @@ async fn health_and_metrics_endpoints_answer() {
 #[tokio::test]
 async fn a_new_tls_connection_per_request_works_like_daprd() {
     let dir = tempfile::tempdir().unwrap();
-    let server = harness::start(dir.path(), &[]).await;
-    let ca = std::fs::read(harness::creds(dir.path()).join("ca.crt")).unwrap();
+    let server = standalone::start(dir.path(), &[]).await;
+    let ca = std::fs::read(standalone::creds(dir.path()).join("ca.crt")).unwrap();
     for i in 0..20 {
-        let mut client = harness::client(&server, &ca).await;
-        let (_, csr) = harness::csr(&rcgen::PKCS_ED25519);
+        let mut client = standalone::client(&server, &ca).await;
+        let (_, csr) = standalone::csr(&rcgen::PKCS_ED25519);
         client
-            .sign_certificate(harness::request(&format!("app{i}"), "ns", &csr))
+            .sign_certificate(standalone::request(&format!("app{i}"), "ns", &csr))
             .await
             .unwrap();
     }
@@ -223,7 +225,7 @@ async fn a_new_tls_connection_per_request_works_like_daprd() {
 #[tokio::test]
 async fn server_certificate_is_sentrys_spiffe_id() {
     let dir = tempfile::tempdir().unwrap();
-    let server = harness::start(dir.path(), &[]).await;
+    let server = standalone::start(dir.path(), &[]).await;
     let current = server.serving.current();
     let (_, leaf) = X509Certificate::from_der(current.key.cert[0].as_ref()).unwrap();
     let san = leaf.subject_alternative_name().unwrap().unwrap();
@@ -254,8 +256,8 @@ async fn every_connection_is_a_full_handshake() {
     // A client that would resume (rustls keeps a session cache by default) still gets a
     // full handshake with the certificate every time: no tickets, no session cache.
     let dir = tempfile::tempdir().unwrap();
-    let server = harness::start(dir.path(), &[]).await;
-    let ca = std::fs::read(harness::creds(dir.path()).join("ca.crt")).unwrap();
+    let server = standalone::start(dir.path(), &[]).await;
+    let ca = std::fs::read(standalone::creds(dir.path()).join("ca.crt")).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
         roots.add(c.unwrap()).unwrap();
@@ -289,7 +291,7 @@ async fn every_connection_is_a_full_handshake() {
 #[tokio::test]
 async fn insecure_validator_refuses_non_loopback_without_flag() {
     let dir = tempfile::tempdir().unwrap();
-    let config = harness::serve_args(dir.path(), &["--listen-address", "0.0.0.0"])
+    let config = standalone::serve_args(dir.path(), &["--listen-address", "0.0.0.0"])
         .into_config(None)
         .unwrap();
     let err = sigil::server::start(config, std::sync::Arc::new(sigil_pki::SystemClock))
@@ -302,12 +304,12 @@ async fn insecure_validator_refuses_non_loopback_without_flag() {
 #[tokio::test]
 async fn existing_invalid_material_stops_start_and_is_not_replaced() {
     let dir = tempfile::tempdir().unwrap();
-    let creds = harness::creds(dir.path());
+    let creds = standalone::creds(dir.path());
     std::fs::create_dir_all(&creds).unwrap();
     for f in ["ca.crt", "issuer.crt", "issuer.key"] {
         std::fs::write(creds.join(f), b"not pem").unwrap();
     }
-    let config = harness::serve_args(dir.path(), &[])
+    let config = standalone::serve_args(dir.path(), &[])
         .into_config(None)
         .unwrap();
     let err = sigil::server::start(config, std::sync::Arc::new(sigil_pki::SystemClock))
@@ -375,13 +377,13 @@ fn write_issuer(creds: &std::path::Path, cert: &str, key: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issuer_rotation_under_load_fails_no_request() {
     let dir = tempfile::tempdir().unwrap();
-    let creds = harness::creds(dir.path());
+    let creds = standalone::creds(dir.path());
     std::fs::create_dir_all(&creds).unwrap();
     let pki = TestPki::new();
     let (c1, k1) = pki.issuer("issuer one");
     std::fs::write(creds.join("ca.crt"), &pki.root_pem).unwrap();
     write_issuer(&creds, &c1, &k1);
-    let server = harness::start(
+    let server = standalone::start(
         dir.path(),
         // All the load comes from one address: the per-caller limits are not under test here.
         &["--peer-rate-limit=0", "--identity-rate-limit=0"],
@@ -392,18 +394,18 @@ async fn issuer_rotation_under_load_fails_no_request() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
     for w in 0..4 {
-        let channel = harness::channel(&server, &ca).await;
+        let channel = standalone::channel(&server, &ca).await;
         let stop = stop.clone();
         workers.push(tokio::spawn(async move {
             let mut client = sigil_proto::sentry::ca_client::CaClient::new(channel);
-            let (_, csr) = harness::csr(&rcgen::PKCS_ED25519);
+            let (_, csr) = standalone::csr(&rcgen::PKCS_ED25519);
             let mut issuers = std::collections::BTreeMap::<String, usize>::new();
             let mut failures = 0usize;
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) && n < 5000 {
                 n += 1;
                 match client
-                    .sign_certificate(harness::request(&format!("w{w}"), "ns", &csr))
+                    .sign_certificate(standalone::request(&format!("w{w}"), "ns", &csr))
                     .await
                 {
                     Ok(resp) => {
@@ -466,10 +468,10 @@ async fn issuer_rotation_under_load_fails_no_request() {
     );
     assert_eq!(total.len(), 2, "{total:?}");
     // After the corrupt write, new certificates still come from issuer two.
-    let mut client = harness::client(&server, &ca).await;
-    let (_, csr) = harness::csr(&rcgen::PKCS_ED25519);
+    let mut client = standalone::client(&server, &ca).await;
+    let (_, csr) = standalone::csr(&rcgen::PKCS_ED25519);
     let resp = client
-        .sign_certificate(harness::request("after", "ns", &csr))
+        .sign_certificate(standalone::request("after", "ns", &csr))
         .await
         .unwrap()
         .into_inner();
@@ -486,7 +488,7 @@ async fn issuer_rotation_under_load_fails_no_request() {
 #[tokio::test]
 async fn graceful_shutdown_finishes_and_stops_listening() {
     let dir = tempfile::tempdir().unwrap();
-    let server = harness::start(dir.path(), &[]).await;
+    let server = standalone::start(dir.path(), &[]).await;
     let addr = server.grpc_addr;
     server.shutdown().await.unwrap();
     assert!(
@@ -499,7 +501,7 @@ async fn graceful_shutdown_finishes_and_stops_listening() {
 async fn per_caller_rate_limits_answer_resource_exhausted() {
     // By client address: a burst of 3, then about one a second.
     let dir = tempfile::tempdir().unwrap();
-    let server = harness::start(
+    let server = standalone::start(
         dir.path(),
         &[
             "--peer-rate-limit=0.5",
@@ -508,17 +510,17 @@ async fn per_caller_rate_limits_answer_resource_exhausted() {
         ],
     )
     .await;
-    let ca = std::fs::read(harness::creds(dir.path()).join("ca.crt")).unwrap();
-    let mut client = harness::client(&server, &ca).await;
-    let (_, csr) = harness::csr(&rcgen::PKCS_ED25519);
+    let ca = std::fs::read(standalone::creds(dir.path()).join("ca.crt")).unwrap();
+    let mut client = standalone::client(&server, &ca).await;
+    let (_, csr) = standalone::csr(&rcgen::PKCS_ED25519);
     for i in 0..3 {
         client
-            .sign_certificate(harness::request(&format!("app{i}"), "ns", &csr))
+            .sign_certificate(standalone::request(&format!("app{i}"), "ns", &csr))
             .await
             .unwrap_or_else(|e| panic!("request {i} within the burst: {e:?}"));
     }
     let err = client
-        .sign_certificate(harness::request("app9", "ns", &csr))
+        .sign_certificate(standalone::request("app9", "ns", &csr))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
@@ -528,7 +530,7 @@ async fn per_caller_rate_limits_answer_resource_exhausted() {
     );
     // Even a request that would be refused anyway is counted before any work is done.
     let err = client
-        .sign_certificate(harness::request("", "ns", &csr))
+        .sign_certificate(standalone::request("", "ns", &csr))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
@@ -536,7 +538,7 @@ async fn per_caller_rate_limits_answer_resource_exhausted() {
 
     // By proven identity: one app id is limited, another is not.
     let dir = tempfile::tempdir().unwrap();
-    let server = harness::start(
+    let server = standalone::start(
         dir.path(),
         &[
             "--peer-rate-limit=0",
@@ -545,22 +547,22 @@ async fn per_caller_rate_limits_answer_resource_exhausted() {
         ],
     )
     .await;
-    let ca = std::fs::read(harness::creds(dir.path()).join("ca.crt")).unwrap();
-    let mut client = harness::client(&server, &ca).await;
+    let ca = std::fs::read(standalone::creds(dir.path()).join("ca.crt")).unwrap();
+    let mut client = standalone::client(&server, &ca).await;
     for _ in 0..2 {
         client
-            .sign_certificate(harness::request("busy", "ns", &csr))
+            .sign_certificate(standalone::request("busy", "ns", &csr))
             .await
             .unwrap();
     }
     let err = client
-        .sign_certificate(harness::request("busy", "ns", &csr))
+        .sign_certificate(standalone::request("busy", "ns", &csr))
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("ns/busy"), "{err:?}");
     client
-        .sign_certificate(harness::request("quiet", "ns", &csr))
+        .sign_certificate(standalone::request("quiet", "ns", &csr))
         .await
         .expect("another identity is not affected");
     assert_eq!(

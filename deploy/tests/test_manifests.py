@@ -14,10 +14,10 @@ KUBERNETES_VERSIONS = ["1.30.0", "1.35.0"]
 
 
 def serve_flags() -> set:
-    """The long flags `sigil serve` accepts, read from ServeArgs in src/config.rs."""
-    text = (REPO / "src" / "config.rs").read_text()
+    """The long flags `sigil serve` accepts, read from ServeArgs in src/config/flags.rs."""
+    text = (REPO / "src" / "config" / "flags.rs").read_text()
     body = re.search(r"pub struct ServeArgs \{(.*?)\n\}", text, re.S)
-    assert body, "ServeArgs not found in src/config.rs"
+    assert body, "ServeArgs not found in src/config/flags.rs"
     flags = set()
     for attrs, field in re.findall(r"((?:\s*#\[arg\([^\]]*\)\]\s*)+)\s*pub (\w+):", body.group(1)):
         named = re.search(r'long\s*=\s*"([^"]+)"', attrs)

@@ -3,7 +3,7 @@
 
 use x509_parser::prelude::*;
 
-use crate::authority::{self_signed_check, subject_of};
+use crate::inspect::{self_signed_check, subject_of};
 use crate::pem_bundle;
 use crate::Error;
 

@@ -38,6 +38,7 @@ pub mod clock;
 pub mod csr;
 mod der;
 mod error;
+mod inspect;
 pub mod issue;
 pub mod jose;
 pub mod jwt;

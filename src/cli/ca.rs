@@ -11,7 +11,7 @@ use sigil_pki::{Authority, CaFiles, CaParams, IssuePolicy, KeyType, SpiffeId, Va
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use crate::config::parse_duration;
+use crate::config::duration::parse_duration;
 use crate::store::atomic::write_file as write_atomic;
 use crate::store::file::{FileNames, FileStore};
 use crate::Error;

@@ -14,7 +14,8 @@ use std::time::Duration;
 use clap::Args;
 use sigil_client::{KeyType, SourceConfig, SvidSource, TrustAnchorSource, Validator};
 
-use crate::config::{default_data_dir, parse_duration};
+use crate::config::default_data_dir;
+use crate::config::duration::parse_duration;
 
 fn parse_key_type(s: &str) -> Result<KeyType, String> {
     if s.to_ascii_lowercase().starts_with("rsa") {

@@ -24,7 +24,7 @@ use sigil_pki::{Clock, JwksDocument, JwtRequest, JwtSigningKey, SpiffeId, TrustD
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
-use crate::config::JwtSettings;
+use crate::config::jwt::JwtSettings;
 use crate::observe::Metrics;
 use crate::Error;
 

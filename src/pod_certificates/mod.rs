@@ -11,7 +11,7 @@
 //! ClusterTrustBundle for the signer ([`trust_bundle`]).
 
 mod review;
-mod signer_name;
+pub mod signer_name;
 pub mod status;
 pub mod trust_bundle;
 
@@ -29,12 +29,12 @@ use tokio::sync::{watch, Semaphore};
 use tokio_stream::StreamExt as _;
 
 pub use review::{Rules, Verdict};
-pub use signer_name::SignerName;
+use signer_name::SignerName;
 
-use crate::ca_service::control_plane_dns_names;
 use crate::cluster::{self, ApiFailure};
 use crate::observe::{Metrics, PodCertificateLabels};
 use crate::rotation::CaState;
+use crate::validator::admit::control_plane_dns_names;
 use crate::Error;
 
 /// Largest backdating of NotBefore: the API server wants `notBefore` within 5 minutes of

@@ -17,7 +17,7 @@ use kube::{Api, Client};
 use sigil_pki::TrustBundle;
 use tokio::sync::watch;
 
-use super::SignerName;
+use super::signer_name::SignerName;
 use crate::cluster::{self, ApiFailure};
 use crate::rotation::CaState;
 

@@ -31,21 +31,13 @@ use kube::{Api, Client};
 use sigil_pki::CaFiles;
 use zeroize::{Zeroize, Zeroizing};
 
+use super::names::{
+    ANNOTATION_CA_STORED, KEY_CA, KEY_ISSUER_CERT, KEY_ISSUER_KEY, TRUST_BUNDLE_NAME,
+};
 use super::CredentialStore;
 use crate::cluster::{self, ApiFailure};
 use crate::Error;
 
-/// Name of the Secret and of the ConfigMap.
-pub const TRUST_BUNDLE_NAME: &str = "dapr-trust-bundle";
-/// Trust anchors key (Secret and ConfigMap).
-pub const KEY_CA: &str = "ca.crt";
-/// Issuer chain key.
-pub const KEY_ISSUER_CERT: &str = "issuer.crt";
-/// Issuer private key key.
-pub const KEY_ISSUER_KEY: &str = "issuer.key";
-/// Annotation on the Secret, written with the CA material it describes: `sha256:` and the
-/// hex SHA-256 of `ca.crt`. It outlives an edit that drops the data keys.
-pub const ANNOTATION_CA_STORED: &str = "sigil.dev/ca-stored";
 /// How many times a write is retried after losing a conflict.
 const MAX_ATTEMPTS: usize = 5;
 
@@ -469,18 +461,6 @@ impl std::fmt::Debug for KubernetesJwtStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&crate::jwt::JwtKeyStore::describe(self))
     }
-}
-
-/// Whether a name can be a key of a Secret or ConfigMap (`[-._a-zA-Z0-9]+`, as the API
-/// server requires).
-pub fn is_valid_data_key(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 253
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 
 impl KubernetesJwtStore {

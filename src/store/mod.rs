@@ -12,6 +12,7 @@ use crate::Error;
 pub mod atomic;
 pub mod file;
 pub mod kubernetes;
+pub mod names;
 
 /// A place that holds one set of CA files.
 #[async_trait::async_trait]

@@ -37,6 +37,29 @@ pub fn is_control_plane_id(app_id: &str, namespace: &Namespace, control_plane: &
     namespace == control_plane && app_id.starts_with(CONTROL_PLANE_PREFIX)
 }
 
+/// DNS SANs Dapr gives its own control-plane services: only to a caller proven to be that
+/// service ([`Identity::control_plane`]), in the control-plane namespace.
+pub fn control_plane_dns_names(
+    identity: &Identity,
+    control_plane_ns: &Namespace,
+    cluster_domain: &str,
+) -> Vec<String> {
+    if !identity.control_plane || &identity.namespace != control_plane_ns {
+        return Vec::new();
+    }
+    let ns = control_plane_ns.as_str();
+    match identity.app_id.as_str() {
+        "dapr-injector" => vec![format!("dapr-sidecar-injector.{ns}.svc")],
+        "dapr-operator" => vec![format!("dapr-webhook.{ns}.svc")],
+        "dapr-scheduler" => (0..3)
+            .map(|i| {
+                format!("dapr-scheduler-server-{i}.dapr-scheduler-server.{ns}.svc.{cluster_domain}")
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 impl Admission {
     /// Lets `identity`, proven by `kind`, through, or says why not.
     pub fn admit(&self, kind: ValidatorKind, identity: &Identity) -> Result<(), Error> {
@@ -139,5 +162,45 @@ mod tests {
         assert!(rules(true)
             .admit(j, &ident("dapr-system", "dapr-operator", false))
             .is_err());
+    }
+
+    #[test]
+    fn control_plane_names_only_in_control_plane_namespace() {
+        let cp: Namespace = "dapr-system".parse().unwrap();
+        assert_eq!(
+            control_plane_dns_names(
+                &ident("dapr-system", "dapr-injector", true),
+                &cp,
+                "cluster.local"
+            ),
+            vec!["dapr-sidecar-injector.dapr-system.svc"]
+        );
+        assert_eq!(
+            control_plane_dns_names(
+                &ident("dapr-system", "dapr-operator", true),
+                &cp,
+                "cluster.local"
+            ),
+            vec!["dapr-webhook.dapr-system.svc"]
+        );
+        let sched =
+            control_plane_dns_names(&ident("dapr-system", "dapr-scheduler", true), &cp, "c.l");
+        assert_eq!(sched.len(), 3);
+        assert_eq!(
+            sched[2],
+            "dapr-scheduler-server-2.dapr-scheduler-server.dapr-system.svc.c.l"
+        );
+        assert!(control_plane_dns_names(
+            &ident("default", "dapr-injector", true),
+            &cp,
+            "cluster.local"
+        )
+        .is_empty());
+        assert!(control_plane_dns_names(
+            &ident("dapr-system", "orders", true),
+            &cp,
+            "cluster.local"
+        )
+        .is_empty());
     }
 }

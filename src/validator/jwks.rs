@@ -37,7 +37,7 @@ use sigil_pki::{Clock, SpiffeId};
 use super::{
     common_checks, requested_trust_domain, Claims, Identity, TokenValidator, ValidatorKind,
 };
-use crate::config::{parse_duration, Config, TokenValidatorSpec};
+use crate::config::{dapr::TokenValidatorSpec, duration::parse_duration, Config};
 use crate::Error;
 
 /// The shortest `minRefreshInterval` honoured: refreshes for unknown key ids happen at most

@@ -37,7 +37,8 @@ use sigil_pki::{jose, Clock, Namespace, TrustDomain};
 use time::OffsetDateTime;
 
 use super::cache::{cache_key, ValidationCache};
-use super::pods::{PodLookup, Pods};
+use super::pod_lookup::PodLookup;
+use super::pods::Pods;
 use super::{common_checks, Claims, Identity, TokenValidator, ValidatorKind, DEFAULT_TRUST_DOMAIN};
 use crate::cluster;
 use crate::observe::Metrics;

@@ -17,6 +17,7 @@ pub mod cache;
 pub mod insecure;
 pub mod jwks;
 pub mod kubernetes;
+pub mod pod_lookup;
 pub mod pods;
 
 /// The validators Dapr defines, with Dapr's enum numbers.

@@ -25,18 +25,9 @@ use kube::{Api, Client};
 use tokio::sync::watch;
 use tokio_stream::StreamExt as _;
 
+use super::pod_lookup::PodLookup;
 use crate::cluster::{self, ApiFailure};
 use crate::Error;
-
-/// How pods are looked up (`--pod-lookup`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum PodLookup {
-    /// A local copy kept by a cluster-wide list and watch.
-    #[default]
-    Watch,
-    /// A GET per validation.
-    Get,
-}
 
 /// Annotations kept in the local copy: Dapr's own.
 const KEPT_ANNOTATION_PREFIX: &str = "dapr.io/";

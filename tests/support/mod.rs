@@ -8,9 +8,14 @@
 //! server sends them. Unlike a real API server, TokenReview does not check that a bound pod
 //! still exists with the token's UID, so Sigil's own pod checks are what the tests exercise.
 //! Every request is counted by method and resource.
+//!
+//! Every test starts Sigil the one way `sigil serve` does, from a command line:
+//! [`serve_args`] and [`start`]. [`standalone`] holds what the standalone-mode tests share,
+//! [`apiserver`] what the tests against a real kube-apiserver share.
 #![allow(dead_code)]
 
 pub mod apiserver;
+pub mod standalone;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -716,23 +721,32 @@ fn replace_object(
 
 // ---- Sigil side --------------------------------------------------------------------------
 
-/// Flags of `sigil serve` for a test: kubernetes mode against `fake`, loopback, port 0.
-pub fn serve_args(fake: &Fake, extra: &[&str]) -> sigil::config::ServeArgs {
-    serve_args_for(&fake.kubeconfig, extra)
+/// `sigil serve`'s flags from a command line (`argv` without the program name).
+pub fn serve_args(argv: &[&str]) -> sigil::config::ServeArgs {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: sigil::config::ServeArgs,
+    }
+    let argv = std::iter::once("sigil").chain(argv.iter().copied());
+    Serve::try_parse_from(argv).expect("test flags parse").args
+}
+
+/// Starts Sigil with `args` as `sigil serve` does: in kubernetes mode the Dapr
+/// Configuration is read from the API server first.
+pub async fn start(
+    args: sigil::config::ServeArgs,
+) -> Result<sigil::server::RunningServer, sigil::Error> {
+    let config = sigil::cluster::config_from_args(args).await?;
+    sigil::server::start(config, Arc::new(sigil_pki::SystemClock)).await
 }
 
 /// Flags of `sigil serve` for a test: kubernetes mode against the API server of
 /// `kubeconfig`, loopback, port 0.
-pub fn serve_args_for(kubeconfig: &std::path::Path, extra: &[&str]) -> sigil::config::ServeArgs {
-    use clap::Parser;
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: sigil::config::ServeArgs,
-    }
+pub fn kubernetes_args(kubeconfig: &std::path::Path, extra: &[&str]) -> sigil::config::ServeArgs {
     let kubeconfig = kubeconfig.display().to_string();
     let mut argv = vec![
-        "sigil",
         "--mode",
         "kubernetes",
         "--kubeconfig",
@@ -748,7 +762,7 @@ pub fn serve_args_for(kubeconfig: &std::path::Path, extra: &[&str]) -> sigil::co
         "--enable-metrics=false",
     ];
     argv.extend_from_slice(extra);
-    Cli::try_parse_from(argv).unwrap().args
+    serve_args(&argv)
 }
 
 /// Starts Sigil in kubernetes mode against `fake`.
@@ -768,8 +782,7 @@ pub async fn start_sigil_for(
         .with_test_writer()
         .with_env_filter("sigil=debug")
         .try_init();
-    let config = sigil::cluster::config_from_args(serve_args_for(kubeconfig, extra)).await?;
-    sigil::server::start(config, Arc::new(sigil_pki::SystemClock)).await
+    start(kubernetes_args(kubeconfig, extra)).await
 }
 
 /// A gRPC client trusting the server's CA and checking its `dapr-sentry` Service name.

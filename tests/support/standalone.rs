@@ -1,11 +1,8 @@
-//! Shared pieces of the end-to-end tests: start a real server on loopback port 0 with a
-//! temporary credentials directory, and talk to it with a real TLS gRPC client.
-#![allow(dead_code)]
+//! Standalone mode: a real server on loopback port 0 with a temporary credentials
+//! directory, and a real TLS gRPC client to talk to it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use clap::Parser;
 use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 use sigil::config::ServeArgs;
 use sigil::server::RunningServer;
@@ -13,39 +10,31 @@ use sigil_proto::sentry::ca_client::CaClient;
 use sigil_proto::{SignCertificateRequest, TokenValidator};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
-#[derive(Parser)]
-struct Args {
-    #[command(flatten)]
-    serve: ServeArgs,
-}
-
 /// Serve flags for a loopback test server using `dir` for its credentials.
 pub fn serve_args(dir: &Path, extra: &[&str]) -> ServeArgs {
-    let creds = dir.join("credentials");
-    let cfg = dir.join("no-such-config.yaml");
+    let creds = dir.join("credentials").display().to_string();
+    let cfg = dir.join("no-such-config.yaml").display().to_string();
     let mut argv = vec![
-        "sigil".to_string(),
-        "--port".into(),
-        "0".into(),
-        "--healthz-port".into(),
-        "0".into(),
-        "--metrics-port".into(),
-        "0".into(),
-        "--issuer-credentials".into(),
-        creds.display().to_string(),
-        "--config".into(),
-        cfg.display().to_string(),
-        "--reload-interval".into(),
-        "200ms".into(),
+        "--port",
+        "0",
+        "--healthz-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--issuer-credentials",
+        &creds,
+        "--config",
+        &cfg,
+        "--reload-interval",
+        "200ms",
     ];
-    argv.extend(extra.iter().map(|s| s.to_string()));
-    Args::try_parse_from(argv).expect("test flags parse").serve
+    argv.extend_from_slice(extra);
+    super::serve_args(&argv)
 }
 
 /// Starts a standalone server in `dir`.
 pub async fn start(dir: &Path, extra: &[&str]) -> RunningServer {
-    let config = serve_args(dir, extra).into_config(None).expect("config");
-    sigil::server::start(config, Arc::new(sigil_pki::SystemClock))
+    super::start(serve_args(dir, extra))
         .await
         .expect("server starts")
 }
