@@ -450,7 +450,8 @@ mod tests {
     use super::*;
     use crate::config::jwt::JwtSettings;
     use http_body_util::BodyExt as _;
-    use sigil_pki::{JwsAlgorithm, ManualClock};
+    use sigil_pki::jose::Algorithm as JwsAlgorithm;
+    use sigil_pki::ManualClock;
 
     async fn handler(
         allowed: &[&str],

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use clap::Parser;
 use serde_json::{json, Value};
 use sigil::server::RunningServer;
 use sigil_pki::jose::testing::{hmac_token, token, token_with_kid, TestKey as Key};
@@ -55,12 +54,6 @@ fn jwks(keys: &[Value]) -> String {
 
 // ---- server and client ---------------------------------------------------------------------
 
-#[derive(Parser)]
-struct Cli {
-    #[command(flatten)]
-    args: sigil::config::ServeArgs,
-}
-
 /// Starts a standalone server whose Configuration enables `jwks` with `options`.
 async fn start(dir: &Path, options: Value) -> Result<RunningServer, sigil::Error> {
     let config_file = dir.join("config.yaml");
@@ -74,7 +67,6 @@ async fn start(dir: &Path, options: Value) -> Result<RunningServer, sigil::Error
     std::fs::write(&config_file, configuration.to_string()).unwrap();
     let creds = dir.join("credentials");
     let argv = [
-        "sigil",
         "--port",
         "0",
         "--healthz-port",
@@ -85,8 +77,7 @@ async fn start(dir: &Path, options: Value) -> Result<RunningServer, sigil::Error
         "--config",
         config_file.to_str().unwrap(),
     ];
-    let config = Cli::try_parse_from(argv).unwrap().args.into_config(None)?;
-    sigil::server::start(config, Arc::new(sigil_pki::SystemClock)).await
+    support::start(support::serve_args(&argv)).await
 }
 
 async fn client(

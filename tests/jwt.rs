@@ -236,7 +236,7 @@ async fn tokens_verify_against_the_jwks_served_by_the_oidc_server() {
 
     // Rotation: a new key file is published, then signs; the old key stays published.
     let old_kid = jwks["keys"][0]["kid"].as_str().unwrap().to_string();
-    let new_key = sigil_pki::JwtSigningKey::generate(sigil_pki::JwsAlgorithm::Es256).unwrap();
+    let new_key = sigil_pki::JwtSigningKey::generate(sigil_pki::jose::Algorithm::Es256).unwrap();
     sigil::store::atomic::write_file(&creds.join("jwt.key"), new_key.to_pem().as_bytes(), 0o600)
         .unwrap();
     // Published first: the served JWKS gains the new key while the old one still signs.
@@ -405,7 +405,7 @@ async fn an_unusable_jwt_key_stops_the_start_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let creds = standalone::creds(dir.path());
     std::fs::create_dir_all(&creds).unwrap();
-    let ed = sigil_pki::JwtSigningKey::generate(sigil_pki::JwsAlgorithm::EdDsa).unwrap();
+    let ed = sigil_pki::JwtSigningKey::generate(sigil_pki::jose::Algorithm::EdDsa).unwrap();
     std::fs::write(creds.join("jwt.key"), ed.to_pem().as_bytes()).unwrap();
     let config = standalone::serve_args(dir.path(), &["--jwt-enabled"])
         .into_config(None)

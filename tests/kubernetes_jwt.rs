@@ -179,7 +179,7 @@ async fn two_replicas_starting_together_sign_with_one_key() {
 async fn a_key_put_into_the_secret_is_published_before_it_signs_and_the_old_one_stays() {
     let fake = Fake::start().await;
     // The user brings a key (as with `--jwt-key-filename` in standalone mode).
-    let first = sigil_pki::JwtSigningKey::generate(sigil_pki::JwsAlgorithm::Es256).unwrap();
+    let first = sigil_pki::JwtSigningKey::generate(sigil_pki::jose::Algorithm::Es256).unwrap();
     fake.put(
         &secrets(CP_NS),
         json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
@@ -206,7 +206,7 @@ async fn a_key_put_into_the_secret_is_published_before_it_signs_and_the_old_one_
     let old_token = sign(&fake, &server, &[]).await;
 
     // Rotate: a person writes a new key into the Secret.
-    let second = sigil_pki::JwtSigningKey::generate(sigil_pki::JwsAlgorithm::Es256).unwrap();
+    let second = sigil_pki::JwtSigningKey::generate(sigil_pki::jose::Algorithm::Es256).unwrap();
     let mut secret = fake.get(&secrets(CP_NS), "dapr-trust-bundle").unwrap();
     secret["data"]["signing.pem"] = json!(b64(second.to_pem().as_bytes()));
     fake.put(&secrets(CP_NS), secret);

@@ -52,7 +52,6 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use csr::{CsrKeyType, ValidatedCsr, MAX_CSR_BYTES};
 pub use error::Error;
 pub use issue::{IssuePolicy, IssuedCertificate};
-pub use jose::Algorithm as JwsAlgorithm;
 pub use jwt::{JwksDocument, JwtRequest, JwtSigningKey};
 pub use keys::{KeyType, PrivateKey};
 pub use spiffe::{AppId, Namespace, SpiffeId, TrustDomain};

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sigil_pki::JwsAlgorithm;
+use sigil_pki::jose::Algorithm as JwsAlgorithm;
 
 use super::duration::parse_duration;
 use super::flags::{Mode, ServeArgs};

@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use sigil_pki::jose::Algorithm as JwsAlgorithm;
 use sigil_pki::jwt;
-use sigil_pki::JwsAlgorithm;
 use sigil_pki::{Clock, JwksDocument, JwtRequest, JwtSigningKey, SpiffeId, TrustDomain};
 use tokio::sync::watch;
 use zeroize::Zeroizing;
