@@ -1,6 +1,6 @@
 //! The few DER encodings this crate writes by hand: wrapping legacy SEC1 (`EC PRIVATE KEY`)
 //! and PKCS#1 (`RSA PRIVATE KEY`) keys into PKCS#8 so one loader handles every format
-//! Dapr accepts.
+//! Dapr accepts, and the OCTET STRING of a certificate extension's value.
 
 use zeroize::Zeroizing;
 
@@ -28,6 +28,13 @@ fn tlv(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
     out.push(tag);
     push_len(out, body.len());
     out.extend_from_slice(body);
+}
+
+/// DER OCTET STRING holding `content`.
+pub(crate) fn octet_string(content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(content.len() + 6);
+    tlv(&mut out, 0x04, content);
+    out
 }
 
 fn pkcs8(algorithm: &[u8], private_key: &[u8]) -> Zeroizing<Vec<u8>> {

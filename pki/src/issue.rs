@@ -105,22 +105,6 @@ fn valid_dns_name(name: &str) -> bool {
         })
 }
 
-/// DER OCTET STRING holding `content`.
-fn der_octet_string(content: &[u8]) -> Vec<u8> {
-    let mut out = vec![0x04];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|b| **b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-    out.extend_from_slice(content);
-    out
-}
-
 impl Authority {
     /// Signs a leaf for `id` with the key from `csr`.
     pub fn issue(
@@ -189,7 +173,7 @@ impl Authority {
                 .custom_extensions
                 .push(CustomExtension::from_oid_content(
                     CONTAINER_IMAGES_OID,
-                    der_octet_string(json.as_bytes()),
+                    crate::der::octet_string(json.as_bytes()),
                 ));
         }
         let cert = params
