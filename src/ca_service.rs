@@ -58,10 +58,6 @@ struct Signed {
     jwts: Option<IssuedJwts>,
 }
 
-fn shorten(s: &str) -> String {
-    s.chars().take(96).collect()
-}
-
 impl CaService {
     async fn sign(
         &self,
@@ -186,20 +182,7 @@ impl Ca for CaService {
                 self.metrics
                     .sign_duration
                     .observe(started.elapsed().as_secs_f64());
-                tracing::info!(
-                    target: "sigil::audit",
-                    event = "issued",
-                    validator = validator_name,
-                    trust_domain = %identity.trust_domain,
-                    namespace = %identity.namespace,
-                    app_id = %identity.app_id,
-                    authenticated_as = %identity.authenticated_as,
-                    serial = %issued.serial_hex,
-                    not_after = %issued.not_after,
-                    jwt = jwts.is_some(),
-                    peer = %peer,
-                    "certificate issued"
-                );
+                crate::audit::issued(validator_name, &identity, &issued, jwts.is_some(), &peer);
                 let valid_until = prost_types::Timestamp {
                     seconds: issued.not_after.unix_timestamp(),
                     nanos: 0,
@@ -219,18 +202,12 @@ impl Ca for CaService {
                         reason: e.reason().into(),
                     })
                     .inc();
-                tracing::warn!(
-                    target: "sigil::audit",
-                    event = "refused",
-                    validator = validator_name,
-                    trust_domain = %shorten(&req.trust_domain),
-                    namespace = %shorten(&req.namespace),
-                    app_id = %shorten(&req.id),
-                    code = ?e.code(),
-                    reason = %e,
-                    peer = %peer,
-                    "certificate refused"
-                );
+                let asked = crate::audit::Asked {
+                    trust_domain: &req.trust_domain,
+                    namespace: &req.namespace,
+                    app_id: &req.id,
+                };
+                crate::audit::refused(validator_name, &asked, e.code(), &e, &peer);
                 Err(e.into())
             }
         }

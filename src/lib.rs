@@ -14,7 +14,8 @@
 //! - [`ca_service`]: the gRPC `SignCertificate` handler, in Dapr's order with Dapr's codes.
 //! - [`jwt`]: JWT-SVIDs next to every certificate: signing key, published JWKS, rotation.
 //! - [`oidc`]: the OIDC discovery server (`/.well-known/openid-configuration`, `/jwks.json`).
-//! - [`observe`]: metrics, health, audit log.
+//! - [`observe`]: metrics and health.
+//! - [`audit`]: the audit log, one line per certificate issued or refused, for both paths.
 //! - [`cluster`]: the Kubernetes API client (kubernetes mode).
 //! - [`listener`]: the accept side of every listener (gRPC, health, metrics, OIDC): accept
 //!   loop with back-off, connection caps, handshake/header/idle deadlines, and the gRPC
@@ -26,6 +27,7 @@
 //! become gRPC status codes.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod ca_service;
 pub mod cli;
 pub mod cluster;

@@ -1,5 +1,5 @@
 //! Metrics (Prometheus text on the metrics port, at `/` and `/metrics`), the HTTP health
-//! endpoint (`/healthz` on the healthz port), and the audit log.
+//! endpoint (`/healthz` on the healthz port). The audit log is [`crate::audit`].
 //!
 //! Metric names: Dapr Sentry's (`dapr_sentry_*`) so existing dashboards keep working, plus
 //! Sigil's own (`sigil_*`): requests by validator and gRPC code, a signing-latency

@@ -343,19 +343,15 @@ impl PodCertificateSigner {
         .await;
         match written {
             Ok(_) => {
-                tracing::info!(
-                    target: "sigil::audit",
-                    event = "pod_certificate",
-                    signer = %self.signer_name,
-                    namespace = %namespace,
-                    request = %name,
-                    pod = %pcr.spec.pod_name,
-                    node = %pcr.spec.node_name,
-                    condition,
-                    reason,
-                    detail = %audit,
-                    "PodCertificateRequest settled"
-                );
+                let signer = self.signer_name.to_string();
+                let request = crate::audit::PodRequest {
+                    signer: &signer,
+                    namespace,
+                    request: name,
+                    pod: &pcr.spec.pod_name,
+                    node: &pcr.spec.node_name,
+                };
+                crate::audit::pod_certificate(&request, condition, reason, &audit);
                 Ok(Settled::Written(condition, reason))
             }
             // Another replica wrote first (or the object changed): read it again.
