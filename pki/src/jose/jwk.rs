@@ -58,7 +58,23 @@ fn strip_leading_zeros(bytes: &[u8]) -> Vec<u8> {
     bytes[zeros..].to_vec()
 }
 
+/// The base64url `x` and `y` of an uncompressed point `04 || x || y`.
+fn coordinates(point: &[u8]) -> (String, String) {
+    let half = (point.len() - 1) / 2;
+    (b64(&point[1..1 + half]), b64(&point[1 + half..]))
+}
+
 impl PublicKey {
+    /// The JOSE `crv` of an EC or OKP key; empty for RSA.
+    fn curve_name(&self) -> &'static str {
+        match self {
+            PublicKey::Rsa { .. } => "",
+            PublicKey::P256(_) => "P-256",
+            PublicKey::P384(_) => "P-384",
+            PublicKey::Ed25519(_) => "Ed25519",
+        }
+    }
+
     /// An RSA key from its big-endian modulus and exponent.
     pub fn rsa(n: &[u8], e: &[u8]) -> Self {
         PublicKey::Rsa {
@@ -91,10 +107,6 @@ impl PublicKey {
     /// The required members of the JWK (`kty` and the key's own), base64url-encoded.
     pub fn to_members(&self) -> Map<String, Value> {
         let mut m = Map::new();
-        let coords = |point: &[u8]| {
-            let half = (point.len() - 1) / 2;
-            (b64(&point[1..1 + half]), b64(&point[1 + half..]))
-        };
         match self {
             PublicKey::Rsa { n, e } => {
                 m.insert("kty".into(), "RSA".into());
@@ -102,14 +114,9 @@ impl PublicKey {
                 m.insert("e".into(), b64(e).into());
             }
             PublicKey::P256(p) | PublicKey::P384(p) => {
-                let crv = if matches!(self, PublicKey::P256(_)) {
-                    "P-256"
-                } else {
-                    "P-384"
-                };
-                let (x, y) = coords(p);
+                let (x, y) = coordinates(p);
                 m.insert("kty".into(), "EC".into());
-                m.insert("crv".into(), crv.into());
+                m.insert("crv".into(), self.curve_name().into());
                 m.insert("x".into(), x.into());
                 m.insert("y".into(), y.into());
             }
@@ -131,15 +138,9 @@ impl PublicKey {
             PublicKey::Rsa { n, e } => {
                 format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, b64(e), b64(n))
             }
-            PublicKey::P256(_) | PublicKey::P384(_) => {
-                let m = self.to_members();
-                let s = |k: &str| m[k].as_str().unwrap_or_default().to_owned();
-                format!(
-                    r#"{{"crv":"{}","kty":"EC","x":"{}","y":"{}"}}"#,
-                    s("crv"),
-                    s("x"),
-                    s("y")
-                )
+            PublicKey::P256(p) | PublicKey::P384(p) => {
+                let (crv, (x, y)) = (self.curve_name(), coordinates(p));
+                format!(r#"{{"crv":"{crv}","kty":"EC","x":"{x}","y":"{y}"}}"#)
             }
             PublicKey::Ed25519(x) => format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#, b64(x)),
         };
@@ -243,10 +244,8 @@ impl Jwk {
             .transpose()?;
         let key = match kty {
             "RSA" => {
-                let key = PublicKey::rsa(&b64_field(obj, "n")?, &b64_field(obj, "e")?);
-                let PublicKey::Rsa { n, e } = &key else {
-                    unreachable!("PublicKey::rsa builds an RSA key")
-                };
+                let n = strip_leading_zeros(&b64_field(obj, "n")?);
+                let e = strip_leading_zeros(&b64_field(obj, "e")?);
                 let bits = n.first().map_or(0, |top| {
                     (n.len() - 1) * 8 + (8 - top.leading_zeros() as usize)
                 });
@@ -265,7 +264,7 @@ impl Jwk {
                 if e.is_empty() || e.len() > 4 || !odd || e.as_slice() == [1] {
                     return Err("RSA exponent is not an odd number between 3 and 2^32".into());
                 }
-                key
+                PublicKey::Rsa { n, e }
             }
             "EC" => {
                 let crv = text("crv")?.ok_or("missing \"crv\"")?;
