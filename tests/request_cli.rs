@@ -161,11 +161,29 @@ async fn request_watch_rewrites_the_files_after_each_renewal_and_stops_on_sigter
         .spawn()
         .unwrap();
 
+    // stderr is read as it comes: a renewal's files can be on disk before its "wrote" line
+    // is, so SIGTERM waits for both, not for the files alone.
+    let stderr = child.stderr.take().unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut log = log.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        })
+    };
+    let wrote = || log.lock().unwrap().matches("wrote ").count();
+
     // Collect distinct serials as the files change; each set must be complete and valid
     // whenever it is read.
     let mut serials: Vec<String> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while serials.len() < 3 && Instant::now() < deadline {
+    while (serials.len() < 3 || wrote() < 3) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(150)).await;
         if !out_dir.join("cert.pem").exists() {
             continue;
@@ -179,6 +197,7 @@ async fn request_watch_rewrites_the_files_after_each_renewal_and_stops_on_sigter
         serials.len() >= 3,
         "expected the first certificate and two renewals, saw {serials:?}"
     );
+    assert!(wrote() >= 3, "{}", log.lock().unwrap());
 
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -189,7 +208,7 @@ async fn request_watch_rewrites_the_files_after_each_renewal_and_stops_on_sigter
         let started = Instant::now();
         loop {
             if let Some(s) = child.try_wait().unwrap() {
-                return Some((s, child));
+                return Some(s);
             }
             if started.elapsed() > Duration::from_secs(10) {
                 let _ = child.kill();
@@ -200,15 +219,10 @@ async fn request_watch_rewrites_the_files_after_each_renewal_and_stops_on_sigter
     })
     .await
     .unwrap();
-    let (status, child) = status.expect("sigil request --watch exits after SIGTERM");
-    let stderr = {
-        use std::io::Read;
-        let mut s = String::new();
-        child.stderr.unwrap().read_to_string(&mut s).unwrap();
-        s
-    };
+    let status = status.expect("sigil request --watch exits after SIGTERM");
+    reader.join().unwrap();
+    let stderr = log.lock().unwrap().clone();
     assert!(status.success(), "exit status {status:?}: {stderr}");
-    assert!(stderr.matches("wrote ").count() >= 3, "{stderr}");
     server.shutdown().await.unwrap();
 }
 
