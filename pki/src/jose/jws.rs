@@ -352,13 +352,15 @@ impl UnverifiedToken<'_> {
         let c = self.claims;
         let now = expect.now;
         let exp = c.exp.ok_or(JwtError::MissingExp)?;
-        if now >= exp + CLOCK_SKEW {
+        // Saturating: a signed `exp` may be the last second of year 9999, where `+` panics.
+        if now >= exp.saturating_add(CLOCK_SKEW) {
             return Err(JwtError::Expired);
         }
-        if c.nbf.is_some_and(|nbf| now + CLOCK_SKEW < nbf) {
+        let late = now.saturating_add(CLOCK_SKEW);
+        if c.nbf.is_some_and(|nbf| late < nbf) {
             return Err(JwtError::NotYetValid);
         }
-        if c.iat.is_some_and(|iat| now + CLOCK_SKEW < iat) {
+        if c.iat.is_some_and(|iat| late < iat) {
             return Err(JwtError::IssuedInFuture);
         }
         if !c.aud.iter().any(|a| a == expect.audience) {
@@ -434,6 +436,34 @@ mod tests {
                 assert!(check(&t, &keys).is_ok(), "{alg} without kid");
             }
         }
+    }
+
+    #[test]
+    fn time_claims_at_the_end_of_the_representable_range_do_not_overflow() {
+        // 253402300799 is 9999-12-31T23:59:59Z, the last second numeric_date accepts.
+        let key = TestKey::p256();
+        let keys = set(&[key.jwk(Some("k1"))]);
+        let last = 253_402_300_799_i64;
+        let mut c = claims();
+        c["exp"] = json!(last);
+        let t = token(&key, &json!({"alg": "ES256", "kid": "k1"}), &c);
+        assert!(check(&t, &keys).is_ok());
+        c["nbf"] = json!(last);
+        let t = token(&key, &json!({"alg": "ES256", "kid": "k1"}), &c);
+        assert_eq!(check(&t, &keys).unwrap_err(), JwtError::NotYetValid);
+        // And a verifier whose clock reads that last second.
+        let at_the_end = Expectations {
+            now: OffsetDateTime::from_unix_timestamp(last).unwrap(),
+            ..expect()
+        };
+        let t = token(&key, &json!({"alg": "ES256", "kid": "k1"}), &claims());
+        assert_eq!(
+            parse_unverified(&t)
+                .unwrap()
+                .verify(&keys, &at_the_end)
+                .unwrap_err(),
+            JwtError::Expired
+        );
     }
 
     #[test]
