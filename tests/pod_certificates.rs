@@ -28,6 +28,7 @@ use base64::Engine;
 use k8s_openapi::api::certificates::v1::{
     ClusterTrustBundle, PodCertificateRequest, PodCertificateRequestSpec,
 };
+use k8s_openapi::api::certificates::v1beta1;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::ByteString;
@@ -312,7 +313,7 @@ struct Env {
     admin: Client,
     ns: String,
     nodes: [(Node, Client); 2],
-    sigil: RunningServer,
+    sigil: Option<RunningServer>,
     dir: tempfile::TempDir,
     _shared: Option<tokio::sync::RwLockReadGuard<'static, ()>>,
 }
@@ -402,7 +403,7 @@ impl Env {
             admin,
             ns,
             nodes,
-            sigil,
+            sigil: Some(sigil),
             dir,
             _shared: shared,
         }
@@ -411,6 +412,23 @@ impl Env {
     /// Another Sigil replica with the same credentials and flags.
     async fn replica(&self) -> RunningServer {
         start_replica(&self.dir.path().join("sigil.kubeconfig")).await
+    }
+
+    /// This Env's Sigil.
+    fn sigil(&self) -> &RunningServer {
+        self.sigil.as_ref().expect("Sigil is running")
+    }
+
+    /// Stops Sigil until [`Env::start_sigil`]: what is created meanwhile is first seen by
+    /// a Sigil that starts after it.
+    async fn stop_sigil(&mut self) {
+        let sigil = self.sigil.take().expect("Sigil is running");
+        sigil.shutdown().await.unwrap();
+    }
+
+    async fn start_sigil(&mut self) {
+        assert!(self.sigil.is_none(), "Sigil is already running");
+        self.sigil = Some(self.replica().await);
     }
 
     fn node_name(&self, i: usize) -> String {
@@ -519,7 +537,9 @@ impl Env {
                 .delete(&self.node_name(i), &DeleteParams::default())
                 .await;
         }
-        self.sigil.shutdown().await.unwrap();
+        if let Some(sigil) = self.sigil {
+            sigil.shutdown().await.unwrap();
+        }
     }
 }
 
@@ -539,10 +559,51 @@ fn only_condition(pcr: &PodCertificateRequest) -> (String, String, String) {
     )
 }
 
-/// Checks an Issued request: the chain verifies with OpenSSL against Sigil's anchors, the
-/// leaf carries `want_id` and the request's key, and the status times are the leaf's.
-/// Returns the leaf's lifetime in seconds.
-fn check_issued(env: &Env, pcr: &PodCertificateRequest, csr: &[u8], want_id: &str) -> i64 {
+/// The DER SubjectPublicKeyInfo of a PKCS#10 request.
+fn csr_key(csr: &[u8]) -> Vec<u8> {
+    let (_, req) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(csr).unwrap();
+    req.certification_request_info.subject_pki.raw.to_vec()
+}
+
+/// pkilint (tests/interop/pkilint_judge.py in tests/interop's venv: `SIGIL_INTEROP_VENV`,
+/// default `.venv-interop`, which tests/interop/run.sh makes) on each PEM file: no ERROR or
+/// FATAL finding but the one it reports for every spiffe:// URI.
+fn pkilint(trust_domain: &str, files: &[PathBuf]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let venv = std::env::var_os("SIGIL_INTEROP_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv-interop"));
+    let python = venv.join("bin/python");
+    assert!(
+        venv.join("bin/lint_pkix_cert").exists(),
+        "no pkilint in {}: run tests/interop/run.sh once, or set SIGIL_INTEROP_VENV",
+        venv.display()
+    );
+    let out = Command::new(python)
+        .arg(root.join("tests/interop/pkilint_judge.py"))
+        .args(["--trust-domain", trust_domain])
+        .args(files)
+        .output()
+        .expect("pkilint_judge.py");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pkilint: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.lines().filter(|l| l.starts_with("PASS")).count(),
+        files.len(),
+        "{text}"
+    );
+}
+
+/// Checks an Issued request: the chain verifies with OpenSSL against Sigil's anchors and
+/// passes pkilint, the leaf carries `want_id` and the request's key (`key`, DER
+/// SubjectPublicKeyInfo), and the status times are the leaf's. Returns the leaf's lifetime
+/// in seconds.
+fn check_issued(env: &Env, pcr: &PodCertificateRequest, key: &[u8], want_id: &str) -> i64 {
     let (type_, reason, message) = only_condition(pcr);
     assert_eq!(
         (type_.as_str(), reason.as_str()),
@@ -565,7 +626,7 @@ fn check_issued(env: &Env, pcr: &PodCertificateRequest, csr: &[u8], want_id: &st
     let anchors_file = dir.join(format!("{name}-anchors.pem"));
     std::fs::write(&leaf_file, pem::encode(&blocks[0])).unwrap();
     std::fs::write(&rest_file, pem::encode_many(&blocks[1..])).unwrap();
-    std::fs::write(&anchors_file, env.sigil.state.current().anchors_pem()).unwrap();
+    std::fs::write(&anchors_file, env.sigil().state.current().anchors_pem()).unwrap();
     let out = Command::new("openssl")
         .args(["verify", "-CAfile"])
         .arg(&anchors_file)
@@ -592,13 +653,22 @@ fn check_issued(env: &Env, pcr: &PodCertificateRequest, csr: &[u8], want_id: &st
         }
     }
     assert_eq!(uris, vec![want_id.to_string()]);
-    let (_, req) =
-        x509_parser::certification_request::X509CertificationRequest::from_der(csr).unwrap();
     assert_eq!(
         leaf.public_key().raw,
-        req.certification_request_info.subject_pki.raw,
+        key,
         "the leaf certifies the request's key"
     );
+    let trust_domain = want_id
+        .strip_prefix("spiffe://")
+        .and_then(|r| r.split('/').next())
+        .unwrap();
+    let mut lint = vec![leaf_file.clone()];
+    for (i, block) in blocks[1..].iter().enumerate() {
+        let f = dir.join(format!("{name}-chain{i}.pem"));
+        std::fs::write(&f, pem::encode(block)).unwrap();
+        lint.push(f);
+    }
+    pkilint(trust_domain, &lint);
 
     let nb = leaf.validity().not_before.timestamp();
     let na = leaf.validity().not_after.timestamp();
@@ -614,7 +684,7 @@ fn check_issued(env: &Env, pcr: &PodCertificateRequest, csr: &[u8], want_id: &st
 }
 
 fn metric(env: &Env, needle: &str) -> bool {
-    env.sigil
+    env.sigil()
         .metrics
         .encode()
         .lines()
@@ -649,7 +719,7 @@ async fn node_requests_are_issued_the_pods_spiffe_id() {
         .expect("the pod's node may create its request");
     let (pcr, _) = env.settled(&created.metadata.name.clone().unwrap()).await;
     let latency = started.elapsed();
-    assert_eq!(check_issued(&env, &pcr, &csr, &want), 3600);
+    assert_eq!(check_issued(&env, &pcr, &csr_key(&csr), &want), 3600);
     println!("request-to-Issued latency on loopback (create call to Issued seen): {latency:?}");
 
     // The trust anchors are published for the signer: exactly Sigil's roots, each once.
@@ -679,7 +749,7 @@ async fn node_requests_are_issued_the_pods_spiffe_id() {
         .collect();
     assert_eq!(
         published,
-        env.sigil.state.current().trust_bundle().roots().to_vec()
+        env.sigil().state.current().trust_bundle().roots().to_vec()
     );
 
     // No maxExpirationSeconds (the API server's default, 24 h): the TTL (2 h) decides.
@@ -690,7 +760,7 @@ async fn node_requests_are_issued_the_pods_spiffe_id() {
         .expect("create");
     assert_eq!(created.spec.max_expiration_seconds, Some(86_400));
     let (pcr, _) = env.settled(&created.metadata.name.clone().unwrap()).await;
-    assert_eq!(check_issued(&env, &pcr, &csr, &want), TTL_SECS);
+    assert_eq!(check_issued(&env, &pcr, &csr_key(&csr), &want), TTL_SECS);
 
     // RSA 3072 (the smallest RSA key the API server accepts) is signed too.
     let csr = stub_csr(env.dir.path(), "rsa:3072", &[]);
@@ -703,7 +773,7 @@ async fn node_requests_are_issued_the_pods_spiffe_id() {
         .await
         .expect("create");
     let (pcr, _) = env.settled(&created.metadata.name.clone().unwrap()).await;
-    assert_eq!(check_issued(&env, &pcr, &csr, &want), 5400);
+    assert_eq!(check_issued(&env, &pcr, &csr_key(&csr), &want), 5400);
 
     // Ten more, one after another: the latency spread.
     let mut samples = Vec::new();
@@ -720,6 +790,139 @@ async fn node_requests_are_issued_the_pods_spiffe_id() {
         "request-to-Issued latency over 10 sequential requests: min {:?}, median {:?}, max {:?}",
         samples[0], samples[5], samples[9]
     );
+    env.finish().await;
+}
+
+/// An older kubelet's request: certificates.k8s.io/v1beta1 with `pkixPublicKey` and a proof
+/// of possession (ECDSA over SHA-256 of the pod UID, as the kubelet signs it) instead of
+/// `stubPKCS10Request`. Returns it and the key's DER SubjectPublicKeyInfo.
+fn pkix_request(
+    dir: &Path,
+    v1: &PodCertificateRequest,
+) -> (v1beta1::PodCertificateRequest, Vec<u8>) {
+    let tag = format!("{}", std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos());
+    let key = dir.join(format!("pkix-{tag}.key"));
+    let (spki, pop) = (
+        dir.join(format!("pkix-{tag}.der")),
+        dir.join(format!("pkix-{tag}.pop")),
+    );
+    let uid = dir.join(format!("pkix-{tag}.uid"));
+    std::fs::write(&uid, &v1.spec.pod_uid).unwrap();
+    let s = |p: &Path| p.display().to_string();
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        &s(&key),
+    ]);
+    openssl(&[
+        "pkey",
+        "-in",
+        &s(&key),
+        "-pubout",
+        "-outform",
+        "DER",
+        "-out",
+        &s(&spki),
+    ]);
+    openssl(&[
+        "dgst",
+        "-sha256",
+        "-sign",
+        &s(&key),
+        "-out",
+        &s(&pop),
+        &s(&uid),
+    ]);
+    let spki = std::fs::read(spki).unwrap();
+    let mut body = serde_json::to_value(v1).unwrap();
+    body["apiVersion"] = json!("certificates.k8s.io/v1beta1");
+    let spec = body["spec"].as_object_mut().unwrap();
+    spec.remove("stubPKCS10Request");
+    spec.insert("pkixPublicKey".into(), json!(STANDARD.encode(&spki)));
+    spec.insert(
+        "proofOfPossession".into(),
+        json!(STANDARD.encode(std::fs::read(pop).unwrap())),
+    );
+    (serde_json::from_value(body).unwrap(), spki)
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane: SIGIL_KUBE_STATEDIR (conformance/kube/controlplane.sh)"]
+async fn an_older_kubelets_v1beta1_request_with_a_pkix_public_key_is_issued() {
+    let env = Env::new("beta").await;
+    let pod = env
+        .pod("orders-1", 0, json!({"dapr.io/app-id": "orders"}))
+        .await;
+    let want = format!("spiffe://public/ns/{}/orders", env.ns);
+    // The v1 spec with a CSR, to take the names and UIDs from; the CSR itself is replaced.
+    let csr = stub_csr(env.dir.path(), "ec", &["ec_paramgen_curve:P-256"]);
+    let v1 = env.request_for(&pod, 0, csr, Some(3600), None).await;
+    let (beta, spki) = pkix_request(env.dir.path(), &v1);
+    let api: Api<v1beta1::PodCertificateRequest> = Api::namespaced(env.nodes[0].1.clone(), &env.ns);
+    let created = api
+        .create(&PostParams::default(), &beta)
+        .await
+        .expect("the node creates a v1beta1 request with pkixPublicKey");
+    let (pcr, _) = env.settled(&created.metadata.name.clone().unwrap()).await;
+    assert!(
+        pcr.spec.stub_pkc_s10_request.0.is_empty(),
+        "v1 shows no key for this request"
+    );
+    assert_eq!(check_issued(&env, &pcr, &spki, &want), 3600);
+
+    // A proof made with another key is refused by the API server, never reaches Sigil.
+    let (mut forged, _) = pkix_request(env.dir.path(), &v1);
+    let (other, _) = pkix_request(env.dir.path(), &v1);
+    forged.spec.proof_of_possession = other.spec.proof_of_possession;
+    let refused = api.create(&PostParams::default(), &forged).await;
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 422),
+        "a forged proof of possession: {refused:?}"
+    );
+    env.finish().await;
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane: SIGIL_KUBE_STATEDIR (conformance/kube/controlplane.sh)"]
+async fn a_request_for_a_recreated_service_account_is_denied() {
+    let mut env = Env::new("sa").await;
+    let pod = env
+        .pod("orders-1", 0, json!({"dapr.io/app-id": "orders"}))
+        .await;
+    // Sigil is stopped while the ServiceAccount is replaced, so the request it finds names
+    // the old account's UID, which the API server checked when the node created it.
+    env.stop_sigil().await;
+    let csr = stub_csr(env.dir.path(), "ec", &["ec_paramgen_curve:P-256"]);
+    let created = env
+        .create_as_node(0, &env.request_for(&pod, 0, csr, None, None).await)
+        .await
+        .expect("create");
+    let sas: Api<ServiceAccount> = Api::namespaced(env.admin.clone(), &env.ns);
+    let old_uid = sas.get("orders").await.unwrap().metadata.uid.unwrap();
+    sas.delete("orders", &DeleteParams::default())
+        .await
+        .expect("delete the service account");
+    let recreated = sas
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "orders"}})).unwrap(),
+        )
+        .await
+        .expect("recreate it");
+    assert_ne!(recreated.metadata.uid.unwrap(), old_uid);
+    env.start_sigil().await;
+    let (pcr, _) = env.settled(&created.metadata.name.clone().unwrap()).await;
+    let (type_, reason, message) = only_condition(&pcr);
+    assert_eq!(
+        (type_.as_str(), reason.as_str()),
+        ("Denied", "PodMismatch"),
+        "{message}"
+    );
+    assert!(message.contains("serviceAccountUID"), "{message}");
     env.finish().await;
 }
 
@@ -886,7 +1089,7 @@ async fn two_replicas_settle_each_request_once() {
     }
     for (name, csr) in &created {
         let (pcr, _) = env.settled(name).await;
-        assert_eq!(check_issued(&env, &pcr, csr, &want), 3600);
+        assert_eq!(check_issued(&env, &pcr, &csr_key(&csr), &want), 3600);
     }
     let writes = status_writes(&env.statedir, &env.ns);
     let conflicts: u32 = writes.values().map(|w| w.1).sum();
@@ -932,7 +1135,7 @@ async fn requests_after_an_apiserver_restart_are_not_lost() {
         .await
         .expect("create");
     let (pcr, _) = env.settled(&first.metadata.name.clone().unwrap()).await;
-    check_issued(&env, &pcr, &csr, &want);
+    check_issued(&env, &pcr, &csr_key(&csr), &want);
     let csr = stub_csr(env.dir.path(), "ec", &["ec_paramgen_curve:P-256"]);
     let annotated = env
         .create_as_node(
@@ -968,7 +1171,7 @@ async fn requests_after_an_apiserver_restart_are_not_lost() {
     }
     for (name, csr) in &created {
         let (pcr, _) = env.settled(name).await;
-        assert_eq!(check_issued(&env, &pcr, csr, &want), 3600);
+        assert_eq!(check_issued(&env, &pcr, &csr_key(&csr), &want), 3600);
     }
     // This test runs alone (it holds APISERVER), so this replica settled every request.
     for line in [
@@ -979,7 +1182,7 @@ async fn requests_after_an_apiserver_restart_are_not_lost() {
         assert!(
             metric(&env, line),
             "no {line:?} in\n{}",
-            env.sigil.metrics.encode()
+            env.sigil().metrics.encode()
         );
     }
     println!(
@@ -1010,7 +1213,7 @@ async fn a_root_rotation_publishes_both_roots() {
     use k8s_openapi::api::core::v1::Secret;
     let _exclusive = APISERVER.write().await;
     let env = Env::exclusive("rootrot").await;
-    let old_roots = env.sigil.state.current().trust_bundle().roots().to_vec();
+    let old_roots = env.sigil().state.current().trust_bundle().roots().to_vec();
 
     // Step one of a root rotation: a new root joins ca.crt in the Secret, the issuer stays.
     let new = env.dir.path().join("new-ca");
@@ -1077,6 +1280,6 @@ async fn a_root_rotation_publishes_both_roots() {
         .expect("create");
     let (pcr, _) = env.settled(&created.metadata.name.clone().unwrap()).await;
     let want_id = format!("spiffe://public/ns/{}/orders", env.ns);
-    check_issued(&env, &pcr, &csr, &want_id);
+    check_issued(&env, &pcr, &csr_key(&csr), &want_id);
     env.finish().await;
 }

@@ -226,6 +226,7 @@ launch_apiserver() {
 		--service-account-signing-key-file="$p/sa.key" \
 		--api-audiences=https://kubernetes.default.svc.cluster.local \
 		--authorization-mode=Node,RBAC \
+		--runtime-config=certificates.k8s.io/v1beta1/podcertificaterequests=true \
 		--enable-admission-plugins=NodeRestriction \
 		--service-cluster-ip-range=10.96.0.0/16 \
 		--endpoint-reconciler-type=none \

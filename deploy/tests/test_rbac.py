@@ -6,8 +6,8 @@ The list is the whole of what Sigil may do in the API:
   get/update. Never `create` (it cannot be limited by name; the chart creates both
   objects), never `delete`, and no list/watch/patch, which Sigil never calls;
 - only with `podCertificates.signerName` set (the PodCertificateRequest signer), cluster-wide:
-  get/list/watch podcertificaterequests, update podcertificaterequests/status, get nodes,
-  `sign` and `attest` on certificates.k8s.io signers limited to that one signer name, create
+  get/list/watch podcertificaterequests, update podcertificaterequests/status, get nodes and
+  serviceaccounts (each compared by UID with the request), `sign` and `attest` on certificates.k8s.io signers limited to that one signer name, create
   clustertrustbundles, and get/update only on its own bundle `<signer, / as :>:trust-anchors`.
 """
 
@@ -33,6 +33,7 @@ POD_CERTIFICATES_ALLOWED = {
     ("certificates.k8s.io", "podcertificaterequests/status"): {"update"},
     ("certificates.k8s.io", "signers"): {"sign", "attest"},
     ("", "nodes"): {"get"},
+    ("", "serviceaccounts"): {"get"},
     ("certificates.k8s.io", "clustertrustbundles"): {"create", "get", "update"},
 }
 BUNDLE = SIGNER.replace("/", ":") + ":trust-anchors"

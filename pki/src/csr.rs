@@ -117,6 +117,39 @@ impl ValidatedCsr {
         })
     }
 
+    /// Takes a bare DER SubjectPublicKeyInfo whose possession was proven elsewhere and runs
+    /// the key checks a CSR's key gets. Its one user is the PodCertificateRequest signer, for
+    /// `v1beta1`'s `pkixPublicKey`: the kube-apiserver verifies the request's
+    /// `proofOfPossession` over the pod UID when the request is created, and the spec cannot
+    /// change after that.
+    pub fn from_proven_public_key(spki_der: &[u8]) -> Result<Self, Error> {
+        if spki_der.len() > MAX_CSR_BYTES {
+            return Err(Error::CsrTooLarge {
+                size: spki_der.len(),
+                max: MAX_CSR_BYTES,
+            });
+        }
+        if spki_der.first() != Some(&0x30) {
+            return Err(Error::CsrMalformed(
+                "the public key is not a DER SEQUENCE".into(),
+            ));
+        }
+        let (rest, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
+            .map_err(|e| Error::CsrMalformed(format!("public key: {e}")))?;
+        if !rest.is_empty() {
+            return Err(Error::CsrMalformed(format!(
+                "{} bytes of trailing data after the public key",
+                rest.len()
+            )));
+        }
+        let key_type = classify_key(&spki)?;
+        Ok(Self {
+            key_type,
+            public_key: spki.subject_public_key.data.to_vec(),
+            spki_der: spki.raw.to_vec(),
+        })
+    }
+
     /// The key's algorithm.
     pub fn key_type(&self) -> CsrKeyType {
         self.key_type
@@ -320,6 +353,55 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_bare_public_key_gets_the_same_key_checks_and_the_same_result_as_its_csr() {
+        for kind in [
+            CsrKeyType::Ed25519,
+            CsrKeyType::EcdsaP256,
+            CsrKeyType::EcdsaP384,
+            CsrKeyType::Rsa { bits: 3072 },
+        ] {
+            let key = key_for(kind);
+            let from_csr = ValidatedCsr::parse(csr_pem(&key).as_bytes()).unwrap();
+            let bare = ValidatedCsr::from_proven_public_key(from_csr.spki_der()).unwrap();
+            assert_eq!(bare, from_csr, "{kind}");
+        }
+        let p521 = openssl_pem(
+            "openssl ecparam -name secp521r1 -genkey -noout | openssl pkey -pubout -outform DER",
+        );
+        assert!(matches!(
+            ValidatedCsr::from_proven_public_key(&p521),
+            Err(Error::UnsupportedKey(_))
+        ));
+        let rsa1024 = openssl_pem(
+            "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024 2>/dev/null | openssl pkey -pubout -outform DER",
+        );
+        assert_eq!(
+            ValidatedCsr::from_proven_public_key(&rsa1024).unwrap_err(),
+            Error::RsaKeySize { bits: 1024 }
+        );
+        let good = ValidatedCsr::parse(csr_pem(&key_for(CsrKeyType::EcdsaP256)).as_bytes())
+            .unwrap()
+            .spki_der()
+            .to_vec();
+        let mut trailing = good.clone();
+        trailing.push(0);
+        for bad in [
+            &[][..],
+            &[0x04, 0x00][..],
+            &good[..good.len() - 1],
+            &trailing[..],
+        ] {
+            assert!(
+                matches!(
+                    ValidatedCsr::from_proven_public_key(bad),
+                    Err(Error::CsrMalformed(_))
+                ),
+                "{bad:02x?} accepted"
+            );
+        }
+    }
+
+    #[test]
     fn refuses_small_rsa() {
         // ring will not even load a 1024-bit key, so the CSR comes from openssl.
         let dir = std::env::temp_dir().join(format!("sigil-rsa1024-{}", std::process::id()));
@@ -466,6 +548,11 @@ pub(crate) mod tests {
         #[test]
         fn parse_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
             let _ = ValidatedCsr::parse(&bytes);
+        }
+
+        #[test]
+        fn a_bare_public_key_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            let _ = ValidatedCsr::from_proven_public_key(&bytes);
         }
     }
 }

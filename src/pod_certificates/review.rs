@@ -4,14 +4,15 @@
 //! The API server's node restriction already let only the pod's node create the request;
 //! Sigil still checks every spec field it relies on against the objects as they are now (a
 //! pod deleted and recreated under the same name must not get the old pod's certificate).
-//! `spec.serviceAccountUID` is not compared with the ServiceAccount object (that would need
-//! `get` on every ServiceAccount); the pod's service-account name is.
+//! That includes `spec.serviceAccountUID` against the ServiceAccount (one `get`, the grant the
+//! signer's ClusterRole adds).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::certificates::v1::PodCertificateRequest;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::certificates::v1beta1;
+use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use kube::{Api, Client};
 use sigil_pki::{AppId, Namespace, TrustDomain, ValidatedCsr};
 
@@ -104,7 +105,32 @@ pub async fn review(
             format!("Sigil accepts no unverifiedUserAnnotations; unknown keys: {names:?}"),
         ));
     }
-    let csr = match ValidatedCsr::from_der(&spec.stub_pkc_s10_request.0) {
+    // A kubelet that writes v1beta1 may send `pkixPublicKey` (with a proof of possession the
+    // API server checked at creation) instead of `stubPKCS10Request`; v1 does not show that
+    // field, so the request is read again as v1beta1.
+    let (key, from) = if spec.stub_pkc_s10_request.0.is_empty() {
+        let name = pcr.metadata.name.as_deref().unwrap_or_default();
+        let beta: Api<v1beta1::PodCertificateRequest> = Api::namespaced(client.clone(), namespace);
+        let Some(beta) = get(beta, name, rules.api_timeout)
+            .await
+            .map_err(|e| e.unavailable("reading the request as v1beta1"))?
+        else {
+            return Ok(Verdict::Refuse {
+                condition: super::status::FAILED,
+                reason: INVALID_REQUEST,
+                message: "the request has no stubPKCS10Request and cannot be read as v1beta1"
+                    .into(),
+            });
+        };
+        let pkix = beta.spec.pkix_public_key.map(|k| k.0).unwrap_or_default();
+        (ValidatedCsr::from_proven_public_key(&pkix), "pkixPublicKey")
+    } else {
+        (
+            ValidatedCsr::from_der(&spec.stub_pkc_s10_request.0),
+            "stubPKCS10Request",
+        )
+    };
+    let csr = match key {
         Ok(csr) => csr,
         Err(e @ (sigil_pki::Error::UnsupportedKey(_) | sigil_pki::Error::RsaKeySize { .. })) => {
             return Ok(deny(UNSUPPORTED_KEY_TYPE, format!("{e}; {SUPPORTED_KEYS}")))
@@ -113,7 +139,7 @@ pub async fn review(
             return Ok(Verdict::Refuse {
                 condition: super::status::FAILED,
                 reason: INVALID_REQUEST,
-                message: format!("stubPKCS10Request: {e}"),
+                message: format!("{from}: {e}"),
             })
         }
     };
@@ -165,6 +191,24 @@ pub async fn review(
             format!(
                 "node {} does not exist or its UID differs from spec.nodeUID",
                 spec.node_name
+            ),
+        ));
+    }
+
+    // The API server compared serviceAccountUID when the request was created; a service
+    // account deleted and recreated since then is another identity.
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let account = get(accounts, &spec.service_account_name, rules.api_timeout)
+        .await
+        .map_err(|e| e.unavailable("reading the service account"))?;
+    if account.as_ref().and_then(|a| a.metadata.uid.as_deref())
+        != Some(spec.service_account_uid.as_str())
+    {
+        return Ok(deny(
+            POD_MISMATCH,
+            format!(
+                "service account {namespace}/{} does not exist or its UID differs from spec.serviceAccountUID",
+                spec.service_account_name
             ),
         ));
     }

@@ -24,7 +24,6 @@ import datetime
 import importlib
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -40,6 +39,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509 import verification
 from spiffe.svid.x509_svid import X509Svid
 
+import pkilint_judge
+from pkilint_judge import NOTE_PKILINT_URI
+
 CA_KEY_TYPES = ["ed25519", "p256", "p384"]
 CSR_KEY_TYPES = ["ed25519", "p256", "p384", "rsa2048", "rsa3072"]
 TRUST_DOMAIN = "public"
@@ -47,9 +49,6 @@ NAMESPACE = "interop"
 CHECKS = ["shape", "openssl", "crypto-client", "crypto-server", "pkilint", "py-spiffe"]
 
 PASS, FAIL, NA = "PASS", "FAIL", "N/A"
-
-# RFC 3986 appendix B, plus the generic-syntax rule that an authority follows "//".
-RFC3986 = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(//([^/?#]*))?([^?#]*)(\?([^#]*))?(#(.*))?$")
 
 NOTE_ED25519 = (
     "cryptography's x509.verification implements the CA/Browser Forum Web PKI profile, "
@@ -61,11 +60,6 @@ NOTE_SERVER = (
     "only; a SPIFFE SVID carries a single URI SAN and no DNS SAN, so the check is made and "
     "must fail with exactly 'no matching subjectAltName' (a leaf that matched 'localhost' "
     "would be a FAIL)"
-)
-NOTE_PKILINT_URI = (
-    "pkilint 0.13.3 checks URI SANs with validators.url, which accepts only the schemes "
-    "ftp, ftps, git, http, https, rtsp, sftp, ssh, telnet; every spiffe:// URI is reported "
-    "as pkix.invalid_uri_syntax. The URI was checked here against RFC 3986 instead"
 )
 
 
@@ -247,41 +241,11 @@ def check_crypto(leaf, issuer, roots, want_id, server: bool):
     return PASS, ""
 
 
-def rfc3986_spiffe(uri: str) -> bool:
-    m = RFC3986.match(uri)
-    return bool(m) and m.group(1) == "spiffe" and m.group(3) == TRUST_DOMAIN and not m.group(5)
-
-
 def check_pkilint(venv_bin, tmp, cert, label):
     path = os.path.join(tmp, f"{label}.pem")
     with open(path, "wb") as f:
         f.write(pem(cert))
-    r = subprocess.run(
-        [os.path.join(venv_bin, "lint_pkix_cert"), "lint", "-s", "WARNING", "-f", "JSON", path],
-        capture_output=True, text=True,
-    )
-    try:
-        results = json.loads(r.stdout)["results"]
-    except (ValueError, KeyError):
-        return FAIL, f"pkilint output unreadable (exit {r.returncode}): {r.stdout}{r.stderr}"
-    errors, warnings, known = [], [], []
-    for res in results:
-        for d in res["finding_descriptions"]:
-            words = f"{d['code']} ({d['severity']}) at {res['node_path']}: {d.get('message') or ''}"
-            if d["severity"] in ("ERROR", "FATAL"):
-                uri = (d.get("message") or "").removeprefix("Invalid URI syntax: ").strip('"')
-                if d["code"] == "pkix.invalid_uri_syntax" and rfc3986_spiffe(uri):
-                    known.append(words)
-                else:
-                    errors.append(words)
-            else:
-                warnings.append(words)
-    if errors:
-        return FAIL, "; ".join(errors)
-    detail = "; ".join(warnings)
-    if known:
-        return PASS + "*", detail
-    return PASS, detail
+    return pkilint_judge.judge(os.path.join(venv_bin, "lint_pkix_cert"), path, TRUST_DOMAIN)
 
 
 def check_py_spiffe(resp, key, want_id):
