@@ -18,6 +18,66 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub use sentry::sign_certificate_request::TokenValidator;
 pub use sentry::{SignCertificateRequest, SignCertificateResponse};
 
+/// A credential in a `Debug` view: its length, never its bytes.
+struct Redacted(usize);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<redacted, {} bytes>", self.0)
+    }
+}
+
+// skip_debug reaches the nested enum too; it holds no secret.
+impl std::fmt::Debug for TokenValidator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str_name())
+    }
+}
+
+impl std::fmt::Debug for SignCertificateRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignCertificateRequest")
+            .field("id", &self.id)
+            .field("token", &Redacted(self.token.len()))
+            .field("trust_domain", &self.trust_domain)
+            .field("namespace", &self.namespace)
+            .field(
+                "certificate_signing_request",
+                &String::from_utf8_lossy(&self.certificate_signing_request),
+            )
+            .field("token_validator", &self.token_validator())
+            .field("jwt_audiences", &self.jwt_audiences)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for SignCertificateResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let audiences: std::collections::BTreeMap<_, _> = self
+            .per_audience_jwts
+            .iter()
+            .map(|(aud, jwt)| (aud, Redacted(jwt.len())))
+            .collect();
+        f.debug_struct("SignCertificateResponse")
+            .field(
+                "workload_certificate",
+                &String::from_utf8_lossy(&self.workload_certificate),
+            )
+            .field(
+                "trust_chain_certificates",
+                &self
+                    .trust_chain_certificates
+                    .iter()
+                    .map(|c| String::from_utf8_lossy(c))
+                    .collect::<Vec<_>>(),
+            )
+            .field("valid_until", &self.valid_until)
+            .field("jwt", &self.jwt.as_ref().map(|j| Redacted(j.len())))
+            .field("per_audience_jwts", &audiences)
+            .finish()
+    }
+}
+
 /// Full gRPC method path of the one RPC.
 pub const SIGN_CERTIFICATE_PATH: &str = "/dapr.proto.sentry.v1.CA/SignCertificate";
 
@@ -64,5 +124,26 @@ mod tests {
         assert!(bytes.contains(&(4 << 3 | 2)) && bytes.contains(&(5 << 3 | 2)));
         assert_eq!(TokenValidator::Jwks as i32, 3);
         assert_eq!(TokenValidator::Insecure as i32, 1);
+    }
+
+    #[test]
+    fn debug_never_shows_a_credential() {
+        let req = SignCertificateRequest {
+            id: "orders".into(),
+            token: "eyJsecret-token".into(),
+            jwt_audiences: vec!["aud".into()],
+            ..Default::default()
+        };
+        let shown = format!("{req:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("orders") && shown.contains("<redacted, 15 bytes>"));
+        let resp = SignCertificateResponse {
+            jwt: Some("eyJsvid-one".into()),
+            per_audience_jwts: [("a".to_string(), "eyJsvid-two".to_string())].into(),
+            ..Default::default()
+        };
+        let shown = format!("{resp:?}");
+        assert!(!shown.contains("svid"), "{shown}");
+        assert!(shown.contains("\"a\": <redacted, 11 bytes>"), "{shown}");
     }
 }
