@@ -1089,7 +1089,7 @@ async fn two_replicas_settle_each_request_once() {
     }
     for (name, csr) in &created {
         let (pcr, _) = env.settled(name).await;
-        assert_eq!(check_issued(&env, &pcr, &csr_key(&csr), &want), 3600);
+        assert_eq!(check_issued(&env, &pcr, &csr_key(csr), &want), 3600);
     }
     let writes = status_writes(&env.statedir, &env.ns);
     let conflicts: u32 = writes.values().map(|w| w.1).sum();
@@ -1171,7 +1171,7 @@ async fn requests_after_an_apiserver_restart_are_not_lost() {
     }
     for (name, csr) in &created {
         let (pcr, _) = env.settled(name).await;
-        assert_eq!(check_issued(&env, &pcr, &csr_key(&csr), &want), 3600);
+        assert_eq!(check_issued(&env, &pcr, &csr_key(csr), &want), 3600);
     }
     // This test runs alone (it holds APISERVER), so this replica settled every request.
     for line in [
