@@ -59,6 +59,18 @@ pub enum Error {
     /// The credential store refused or failed.
     #[error("credential store: {0}")]
     Store(String),
+    /// The gRPC server stopped with an error while serving.
+    #[error("gRPC server: {0}")]
+    Serve(String),
+    /// A task of ours panicked or was cancelled (a bug, never the caller's doing).
+    #[error("{what} task failed: {source}")]
+    Task {
+        /// Which task.
+        what: &'static str,
+        /// How it ended.
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
 impl Error {
@@ -86,7 +98,9 @@ impl Error {
             | Error::Io { .. }
             | Error::Config(_)
             | Error::CaMaterialLost(_)
-            | Error::Store(_) => Code::Internal,
+            | Error::Store(_)
+            | Error::Serve(_)
+            | Error::Task { .. } => Code::Internal,
         }
     }
 
@@ -109,7 +123,9 @@ impl Error {
             | Error::Io { .. }
             | Error::Config(_)
             | Error::CaMaterialLost(_)
-            | Error::Store(_) => "internal",
+            | Error::Store(_)
+            | Error::Serve(_)
+            | Error::Task { .. } => "internal",
         }
     }
 }

@@ -468,7 +468,7 @@ mod tests {
             ttl: Duration::from_secs(3600),
             publish_delay: None,
         };
-        let store = crate::jwt::FileJwtStore::new(&s.key_path, &s.jwks_path);
+        let store = crate::store::file::FileJwtStore::new(&s.key_path, &s.jwks_path);
         let clock = ManualClock::new(time::OffsetDateTime::now_utc());
         let state = crate::jwt::load_or_generate(&store, &s, time::Duration::minutes(15), &clock)
             .await

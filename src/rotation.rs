@@ -21,23 +21,16 @@ use sigil_pki::{Authority, CaFiles, Clock};
 use tokio::sync::watch;
 
 use crate::observe::Metrics;
-use crate::store::CredentialStore;
+use crate::store::{self, CredentialStore, ProblemLog};
 use crate::Error;
 
-/// SHA-256 over the three files, to notice changes.
+/// The three files' [`store::fingerprint`], to notice changes.
 pub fn fingerprint(files: &CaFiles) -> [u8; 32] {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for part in [
-        &files.ca_crt[..],
-        &files.issuer_crt[..],
-        &files.issuer_key[..],
-    ] {
-        ctx.update(&(part.len() as u64).to_be_bytes());
-        ctx.update(part);
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
+    store::fingerprint([
+        Some(&files.ca_crt[..]),
+        Some(&files.issuer_crt[..]),
+        Some(&files.issuer_key[..]),
+    ])
 }
 
 /// The CA in force.
@@ -263,27 +256,22 @@ pub async fn watch_store(
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
-    let mut last_problem: Option<String> = None;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.changed() => return,
-        }
-        // A poll under way is dropped at shutdown: a stopping server writes nothing more.
-        let outcome = tokio::select! {
-            o = watcher.poll(&*store, &state, &*clock, &metrics) => o,
-            _ = shutdown.changed() => return,
+    let mut problems = ProblemLog::default();
+    let mut ticks = store::Ticks::new(interval, shutdown);
+    while ticks.next().await {
+        let poll = watcher.poll(&*store, &state, &*clock, &metrics);
+        let Some(outcome) = ticks.or_shutdown(poll).await else {
+            break;
         };
         match outcome {
             PollOutcome::StoreProblem(p) => {
-                if last_problem.as_ref() != Some(&p) {
+                if problems.is_new(&p) {
                     tracing::warn!(problem = %p, store = %store.describe(), "cannot read CA material; still serving with the current CA");
-                    last_problem = Some(p);
                 }
             }
-            _ => last_problem = None,
+            _ => problems.clear(),
         }
     }
 }

@@ -14,14 +14,16 @@ use tokio_rustls::TlsAcceptor;
 use crate::ca_service::CaService;
 use crate::cluster;
 use crate::config::{Config, Mode};
-use crate::jwt::{FileJwtStore, JwtKeyStore, JwtState};
+use crate::jwt::JwtState;
 use crate::listener::{self, budget, GrpcConnection, Limits};
 use crate::observe::{self, Metrics, Readiness};
 use crate::rotation::{self, CaState};
 use crate::serving_cert::{self, ServingCert, ServingIdentity};
+use crate::store::file::FileJwtStore;
 use crate::store::file::FileStore;
 use crate::store::kubernetes::{KubernetesJwtStore, KubernetesStore};
 use crate::store::CredentialStore;
+use crate::store::JwtKeyStore;
 use crate::validator::insecure::InsecureValidator;
 use crate::validator::jwks::{self, JwksValidator};
 use crate::validator::kubernetes::{KubernetesOptions, KubernetesValidator};
@@ -80,7 +82,10 @@ impl RunningServer {
         let _ = self.shutdown.send(true);
         match self.task.await {
             Ok(r) => r,
-            Err(e) => Err(Error::Store(format!("server task failed: {e}"))),
+            Err(source) => Err(Error::Task {
+                what: "server",
+                source,
+            }),
         }
     }
 
@@ -88,7 +93,10 @@ impl RunningServer {
     pub async fn wait(&mut self) -> Result<(), Error> {
         match (&mut self.task).await {
             Ok(r) => r,
-            Err(e) => Err(Error::Store(format!("server task failed: {e}"))),
+            Err(source) => Err(Error::Task {
+                what: "server",
+                source,
+            }),
         }
     }
 
@@ -556,11 +564,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
     let task = tokio::spawn(async move {
         tokio::pin!(grpc);
         tokio::select! {
-            r = &mut grpc => return r.map_err(|e| Error::Config(format!("gRPC server: {e}"))),
+            r = &mut grpc => return r.map_err(|e| Error::Serve(e.to_string())),
             _ = drain_shutdown.changed() => {}
         }
         match tokio::time::timeout(DRAIN_TIMEOUT, grpc).await {
-            Ok(r) => r.map_err(|e| Error::Config(format!("gRPC server: {e}"))),
+            Ok(r) => r.map_err(|e| Error::Serve(e.to_string())),
             Err(_) => {
                 tracing::warn!("drain timed out; closing remaining connections");
                 Ok(())

@@ -26,11 +26,8 @@ use zeroize::Zeroizing;
 
 use crate::config::jwt::JwtSettings;
 use crate::observe::Metrics;
+use crate::store::{self, JwtFiles, JwtKeyStore, ProblemLog};
 use crate::Error;
-
-pub mod store;
-
-pub use store::{FileJwtStore, JwtFiles, JwtKeyStore};
 
 /// The signing key and the key set in force.
 #[derive(Debug)]
@@ -98,25 +95,12 @@ pub fn publish_delay(reload_interval: Duration) -> time::Duration {
     JWKS_MAX_AGE.saturating_add(to_time(reload_interval).saturating_mul(2))
 }
 
-/// SHA-256 over the stored key and JWKS, to notice changes.
+/// The stored key and JWKS's [`store::fingerprint`], to notice changes.
 pub fn fingerprint(files: &JwtFiles) -> [u8; 32] {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    for part in [
+    store::fingerprint([
         files.key_pem.as_deref().map(Vec::as_slice),
         files.jwks_json.as_deref(),
-    ] {
-        match part {
-            Some(p) => {
-                ctx.update(&[1]);
-                ctx.update(&(p.len() as u64).to_be_bytes());
-                ctx.update(p);
-            }
-            None => ctx.update(&[0]),
-        }
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
+    ])
 }
 
 impl JwtState {
@@ -235,7 +219,10 @@ pub async fn load_or_generate(
                 })
             })
             .await
-            .map_err(|e| Error::Store(format!("key generation task failed: {e}")))?
+            .map_err(|source| Error::Task {
+                what: "JWT key generation",
+                source,
+            })?
             .map_err(Error::JwtSigning)?;
             // Publish first, then store the key: a crash in between leaves an extra public
             // key, never a key that signs without being published.
@@ -532,32 +519,34 @@ pub async fn watch_store(
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     interval: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let mut watcher = JwtWatcher::new();
-    let mut last_problem: Option<String> = None;
+    let mut problems = ProblemLog::default();
     metrics
         .jwks_keys
         .set(state.current().document.kids().len() as i64);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.changed() => return,
-        }
+    let mut ticks = store::Ticks::new(interval, shutdown);
+    while ticks.next().await {
         let kid_before = state.current().key.kid().to_string();
-        match watcher.poll(&*store, &state, &*clock).await {
+        let Some(outcome) = ticks
+            .or_shutdown(watcher.poll(&*store, &state, &*clock))
+            .await
+        else {
+            break;
+        };
+        match outcome {
             JwtPollOutcome::StoreProblem(p) => {
                 metrics.jwt_key_problems.inc();
-                if last_problem.as_ref() != Some(&p) {
+                if problems.is_new(&p) {
                     tracing::warn!(problem = %p, store = %store.describe(), "cannot read or publish JWT keys; still signing with the current key");
-                    last_problem = Some(p);
                 }
             }
             JwtPollOutcome::Rejected(_) => {
                 metrics.jwt_key_problems.inc();
-                last_problem = None;
+                problems.clear();
             }
-            _ => last_problem = None,
+            _ => problems.clear(),
         }
         let current = state.current();
         if current.key.kid() != kid_before {
@@ -570,6 +559,7 @@ pub async fn watch_store(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::file::FileJwtStore;
     use sigil_pki::ManualClock;
     use std::path::Path;
 

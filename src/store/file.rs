@@ -1,6 +1,8 @@
-//! CA material in a directory, with Dapr's file names (`ca.crt`, `issuer.crt`,
-//! `issuer.key`). Every write is atomic (see [`super::atomic`]): a temporary file is written,
-//! fsynced and renamed over the target, then the directory is fsynced. Keys are mode 0600.
+//! Key material in files: the CA in a directory with Dapr's file names (`ca.crt`,
+//! `issuer.crt`, `issuer.key`, [`FileStore`]), the JWT signing key and JWKS in two named
+//! files ([`FileJwtStore`]). Every write is atomic (see [`super::atomic`]): a temporary file
+//! is written, fsynced and renamed over the target, then the directory is fsynced. Keys are
+//! mode 0600.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -8,7 +10,7 @@ use std::path::{Path, PathBuf};
 use sigil_pki::CaFiles;
 use zeroize::Zeroizing;
 
-use super::CredentialStore;
+use super::{CredentialStore, JwtFiles, JwtKeyStore};
 use crate::Error;
 
 /// File names inside the credentials directory.
@@ -39,7 +41,7 @@ pub struct FileStore {
     names: FileNames,
 }
 
-/// Largest file read from the credentials directory.
+/// Largest file read from a store.
 const MAX_FILE: u64 = 1024 * 1024;
 
 impl FileStore {
@@ -109,12 +111,29 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, Error> {
     let meta = fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.len() > MAX_FILE {
         return Err(Error::Store(format!(
-            "{} is {} bytes; CA files larger than 1 MiB are refused",
+            "{} is {} bytes; files larger than 1 MiB are refused",
             path.display(),
             meta.len()
         )));
     }
     fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+/// [`read_bounded`], with a missing file as `None`.
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    match read_bounded(path) {
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        r => r.map(Some),
+    }
+}
+
+fn ensure_parent(path: &Path) -> Result<(), Error> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+        }
+        _ => Ok(()),
+    }
 }
 
 use super::atomic::write_file as write_atomic;
@@ -135,6 +154,65 @@ impl CredentialStore for FileStore {
         }
         self.write_sync(files)?;
         Ok(files.clone())
+    }
+}
+
+/// `jwt.key` and `jwks.json` as files (standalone mode).
+#[derive(Clone, Debug)]
+pub struct FileJwtStore {
+    key_path: PathBuf,
+    jwks_path: PathBuf,
+}
+
+impl FileJwtStore {
+    /// A store with the two paths.
+    pub fn new(key_path: impl Into<PathBuf>, jwks_path: impl Into<PathBuf>) -> Self {
+        Self {
+            key_path: key_path.into(),
+            jwks_path: jwks_path.into(),
+        }
+    }
+
+    /// Path of the signing key.
+    pub fn key_path(&self) -> &Path {
+        &self.key_path
+    }
+
+    /// Path of the JWKS.
+    pub fn jwks_path(&self) -> &Path {
+        &self.jwks_path
+    }
+}
+
+#[async_trait::async_trait]
+impl JwtKeyStore for FileJwtStore {
+    fn describe(&self) -> String {
+        format!(
+            "files {} and {}",
+            self.key_path.display(),
+            self.jwks_path.display()
+        )
+    }
+
+    async fn load(&self) -> Result<JwtFiles, Error> {
+        Ok(JwtFiles {
+            key_pem: read_optional(&self.key_path)?.map(Zeroizing::new),
+            jwks_json: read_optional(&self.jwks_path)?,
+        })
+    }
+
+    async fn store_jwks(&self, jwks_json: &[u8]) -> Result<(), Error> {
+        ensure_parent(&self.jwks_path)?;
+        write_atomic(&self.jwks_path, jwks_json, 0o644)
+    }
+
+    async fn store_key_if_absent(&self, key_pem: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        if let Some(existing) = read_optional(&self.key_path)? {
+            return Ok(Zeroizing::new(existing));
+        }
+        ensure_parent(&self.key_path)?;
+        write_atomic(&self.key_path, key_pem, 0o600)?;
+        Ok(Zeroizing::new(key_pem.to_vec()))
     }
 }
 

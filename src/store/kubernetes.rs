@@ -459,7 +459,7 @@ pub struct KubernetesJwtStore {
 
 impl std::fmt::Debug for KubernetesJwtStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::jwt::JwtKeyStore::describe(self))
+        f.write_str(&super::JwtKeyStore::describe(self))
     }
 }
 
@@ -579,7 +579,7 @@ impl KubernetesJwtStore {
 }
 
 #[async_trait::async_trait]
-impl crate::jwt::JwtKeyStore for KubernetesJwtStore {
+impl super::JwtKeyStore for KubernetesJwtStore {
     fn describe(&self) -> String {
         format!(
             "secret {}/{TRUST_BUNDLE_NAME} (keys {} and {})",
@@ -587,12 +587,12 @@ impl crate::jwt::JwtKeyStore for KubernetesJwtStore {
         )
     }
 
-    async fn load(&self) -> Result<crate::jwt::JwtFiles, Error> {
+    async fn load(&self) -> Result<super::JwtFiles, Error> {
         let Some(mut secret) = self.read_secret().await? else {
-            return Ok(crate::jwt::JwtFiles::default());
+            return Ok(super::JwtFiles::default());
         };
         let data = secret.data.as_ref();
-        let files = crate::jwt::JwtFiles {
+        let files = super::JwtFiles {
             key_pem: non_empty(data, &self.key_name).map(Zeroizing::new),
             jwks_json: non_empty(data, &self.jwks_name),
         };
@@ -627,7 +627,7 @@ impl crate::jwt::JwtKeyStore for KubernetesJwtStore {
     async fn store_key_if_absent(&self, key_pem: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
         let stored = self.put_secret_entry(&self.key_name, key_pem, true).await?;
         if stored.as_slice() != key_pem {
-            tracing::info!(store = %crate::jwt::JwtKeyStore::describe(self), "another instance stored a JWT signing key first; using it");
+            tracing::info!(store = %super::JwtKeyStore::describe(self), "another instance stored a JWT signing key first; using it");
         }
         Ok(stored)
     }
