@@ -7,7 +7,8 @@ The list is the whole of what Sigil may do in the API:
   objects), never `delete`, and no list/watch/patch, which Sigil never calls;
 - only with `podCertificates.signerName` set (the PodCertificateRequest signer), cluster-wide:
   get/list/watch podcertificaterequests, update podcertificaterequests/status, get nodes and
-  serviceaccounts (each compared by UID with the request), `sign` and `attest` on certificates.k8s.io signers limited to that one signer name, create
+  serviceaccounts (each compared by UID with the request), `sign` and `attest` on
+  certificates.k8s.io signers limited to that one signer name, create
   clustertrustbundles, and get/update only on its own bundle `<signer, / as :>:trust-anchors`.
 """
 
