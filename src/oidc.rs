@@ -30,7 +30,6 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::jwt::OidcSettings;
 use crate::jwt::JwtState;
@@ -328,17 +327,6 @@ impl ResolvesServerCert for FileCertificate {
     }
 }
 
-fn tls_acceptor(certificate: Arc<FileCertificate>) -> Result<TlsAcceptor, Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config(format!("OIDC TLS: {e}")))?
-        .with_no_client_auth()
-        .with_cert_resolver(certificate);
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(cfg)))
-}
-
 /// Binds the OIDC server and serves it until `shutdown`; returns the bound address.
 ///
 /// The certificate files are checked for changes every `reload_interval`.
@@ -368,7 +356,10 @@ pub async fn spawn(
                     }
                 }
             });
-            Some(tls_acceptor(certificate)?)
+            Some(crate::listener::tls::acceptor(
+                certificate,
+                crate::listener::tls::Profile::Https,
+            )?)
         }
         None => {
             tracing::warn!("the OIDC server serves plain HTTP (--oidc-server-tls-enabled=false); put it behind a TLS-terminating proxy");

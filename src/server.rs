@@ -9,7 +9,6 @@ use sigil_pki::{Authority, CaParams, Clock};
 use sigil_proto::sentry::ca_server::CaServer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
-use tokio_rustls::TlsAcceptor;
 
 use crate::ca_service::CaService;
 use crate::cluster;
@@ -136,38 +135,6 @@ pub async fn load_or_generate(
         ))
     })?;
     Ok((authority, files))
-}
-
-fn tls_config(serving: Arc<ServingCert>) -> Result<rustls::ServerConfig, Error> {
-    use rustls::crypto::ring::cipher_suite as cs;
-    let mut provider = rustls::crypto::ring::default_provider();
-    // Every daprd request is a fresh handshake, so handshake cost matters. SHA-256 suites come
-    // first: their key schedule is markedly cheaper than SHA-384's (profiled), and AES-128-GCM
-    // is as safe for this use. All suites are AEAD with forward secrecy.
-    provider.cipher_suites = vec![
-        cs::TLS13_AES_128_GCM_SHA256,
-        cs::TLS13_CHACHA20_POLY1305_SHA256,
-        cs::TLS13_AES_256_GCM_SHA384,
-        cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-        cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-        cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-    ];
-    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config(format!("TLS: {e}")))?
-        .with_no_client_auth()
-        .with_cert_resolver(serving);
-    // gRPC clients (grpc-go in daprd among them) require ALPN h2.
-    cfg.alpn_protocols = vec![b"h2".to_vec()];
-    // No session resumption. daprd never resumes (grpc-go keeps no session cache), so the
-    // two tickets rustls issues per handshake were pure cost; and a resumed session would let
-    // a client skip checking the serving certificate against the anchors it holds now, after
-    // a root rotation for instance. It also keeps the load generator's new-connection runs
-    // honest: every one is a full handshake, as daprd's are.
-    cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-    cfg.send_tls13_tickets = 0;
-    cfg.ignore_client_order = true;
-    Ok(cfg)
 }
 
 /// Loads the JWKS in the background so that the first request does not wait for it.
@@ -448,7 +415,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
     let grpc_addr = tcp_listener
         .local_addr()
         .map_err(|e| Error::io("grpc socket", e))?;
-    let acceptor = TlsAcceptor::from(Arc::new(tls_config(serving.clone())?));
+    let acceptor = listener::tls::acceptor(serving.clone(), listener::tls::Profile::Grpc)?;
     // --max-concurrent-requests also sizes the request byte budget: room for that many
     // requests of the largest size, so the flag bounds memory as well as signing.
     let request_cost = MAX_REQUEST_BYTES + budget::REQUEST_OVERHEAD;

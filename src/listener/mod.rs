@@ -1,8 +1,8 @@
 //! The accept side of every listener (gRPC, `/healthz`, metrics, OIDC): one accept loop with
 //! a connection cap and a back-off when `accept` fails, the TLS handshake deadline, the
 //! HTTP/1 header deadline, and the gRPC connection wrapper that closes connections which send
-//! no request in time or sit idle. TLS *configuration* stays with each server (`server.rs`,
-//! `oidc.rs`); what an unauthenticated peer can make a listener hold is decided here.
+//! no request in time or sit idle; and the TLS settings of each listener ([`tls`]). What an
+//! unauthenticated peer can make a listener hold is decided here.
 //!
 //! What a peer can hold, per listener:
 //! - connections: at most `max_connections` open at once; a connection over the cap is
@@ -16,6 +16,7 @@
 //! doubles from 10 ms to 1 s, so a full file table costs one log line a second, not a core.
 
 pub mod budget;
+pub mod tls;
 
 use std::future::Future;
 use std::io;
