@@ -509,10 +509,33 @@ async fn common_checks_come_first_and_cost_no_api_call() {
     let err = denied_with(&server, request("orders", "shop", "not-a-jwt")).await;
     assert_eq!(err.code(), Code::PermissionDenied);
     assert!(err.message().contains("not a JWT"), "{err:?}");
+    // So are a well-formed token that expired (past the leeway) and one with no audience.
+    let expired = fake.token(&TokenSpec {
+        expires_in: -600,
+        ..TokenSpec::for_pod("shop", "orders", "orders-1")
+    });
+    let err = denied_with(&server, request("orders", "shop", &expired)).await;
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let no_audience = fake.token(&TokenSpec {
+        audiences: vec![],
+        ..TokenSpec::for_pod("shop", "orders", "orders-1")
+    });
+    let err = denied_with(&server, request("orders", "shop", &no_audience)).await;
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert_eq!(
         fake.count("POST tokenreviews"),
         0,
         "no request reached the API server"
+    );
+    // A well-formed, current token does reach it: the count above could have moved.
+    let _ = ca_client(&server)
+        .await
+        .sign_certificate(request("orders", "shop", &token))
+        .await;
+    assert_eq!(
+        fake.count("POST tokenreviews"),
+        1,
+        "a valid token is reviewed"
     );
     server.shutdown().await.unwrap();
 }
