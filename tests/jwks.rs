@@ -635,3 +635,50 @@ async fn kubernetes_mode_adds_jwks_next_to_the_default() {
     assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_jwks_caller_gets_no_control_plane_namespace_identity_unless_configured() {
+    let fake = support::Fake::start().await;
+    let key = Key::ed25519();
+    fake.add_configuration(
+        support::CP_NS,
+        "daprsystem",
+        json!({"mtls": {"enabled": true, "tokenValidators": [
+            {"name": "jwks", "options": {"source": jwks(&[jwk(&key, "k")])}}
+        ]}}),
+    );
+    let aud = format!("spiffe://cluster.local/ns/{}/dapr-sentry", support::CP_NS);
+    let jwks_request = |id: &str, ns: &str| {
+        let mut claims = claims_for("public", ns, id);
+        claims["aud"] = json!([aud]);
+        let mut r = support::request(id, ns, &token_with_kid(&key, "k", &claims));
+        r.trust_domain = String::new();
+        r.token_validator = TokenValidator::Jwks as i32;
+        r
+    };
+
+    let server = support::start_sigil(&fake, &[]).await.unwrap();
+    let mut c = support::ca_client(&server).await;
+    // A valid JWT for the control-plane namespace is not enough by default.
+    let s = refused(&mut c, jwks_request("orders", support::CP_NS)).await;
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    // The same key proves an identity elsewhere, so the refusal is the namespace rule.
+    issued(&mut c, jwks_request("orders", "shop")).await;
+    server.shutdown().await.unwrap();
+
+    let server = support::start_sigil(&fake, &["--jwks-allow-control-plane-namespace"])
+        .await
+        .unwrap();
+    let mut c = support::ca_client(&server).await;
+    let sans = issued(&mut c, jwks_request("orders", support::CP_NS)).await;
+    assert_eq!(
+        sans,
+        [format!("spiffe://public/ns/{}/orders", support::CP_NS)]
+    );
+    // Dapr's control-plane identities stay out of reach of a JWT even then.
+    for id in ["dapr-sentry", "dapr-operator", "dapr-placement"] {
+        let s = refused(&mut c, jwks_request(id, support::CP_NS)).await;
+        assert_eq!(s.code(), Code::PermissionDenied, "{id}: {s:?}");
+    }
+    server.shutdown().await.unwrap();
+}
