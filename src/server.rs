@@ -44,10 +44,6 @@ const MAX_HEADER_LIST: u32 = 16 * 1024;
 /// reset for a client's errors, before the connection is closed (HTTP/2 rapid reset).
 const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 const MAX_LOCAL_ERROR_RESETS: usize = 128;
-/// HTTP/2 keepalive: a PING after this much silence, and the connection closed when the
-/// answer takes longer than the timeout (a peer that vanished).
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Most callers (addresses, identities) whose rate-limit buckets are kept.
@@ -498,7 +494,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
     //                         each header block at most MAX_HEADER_LIST; streams beyond the
     //                         share are answered at once and hold nothing.
     // Time: --header-timeout for TLS and the first request, --request-timeout for a request
-    // (stalled bodies included), --idle-timeout between requests.
+    // (stalled bodies included), --idle-timeout between requests, --keepalive-interval +
+    // --keepalive-timeout for a peer that stops answering PINGs.
     let grpc = tonic::transport::Server::builder()
         .timeout(config.request_timeout)
         .max_concurrent_streams(Some(config.max_concurrent_streams))
@@ -507,8 +504,11 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServe
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .http2_max_header_list_size(Some(MAX_HEADER_LIST))
-        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        // HTTP/2 keepalive: a PING after --keepalive-interval without a frame from the
+        // client, and the connection closed when the answer takes longer than
+        // --keepalive-timeout (a peer that vanished, or one that stopped reading).
+        .http2_keepalive_interval(Some(config.keepalive_interval))
+        .http2_keepalive_timeout(Some(config.keepalive_timeout))
         .layer(budget::BudgetLayer::new(
             request_budget.clone(),
             MAX_REQUEST_BYTES,

@@ -244,6 +244,14 @@ pub struct ServeArgs {
     /// Sigil: a gRPC connection with no request in flight for this long is closed.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     pub idle_timeout: Duration,
+    /// Sigil: on a gRPC connection, an HTTP/2 PING after this long without a frame from the
+    /// client, idle or not; a client that vanished is found this way.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub keepalive_interval: Duration,
+    /// Sigil: time a client gets to answer a keepalive PING before its gRPC connection is
+    /// closed.
+    #[arg(long, value_parser = parse_duration, default_value = "20s")]
+    pub keepalive_timeout: Duration,
     /// Sigil (kubernetes mode): sign Kubernetes PodCertificateRequests for this signer name
     /// (domain-qualified, e.g. `sigil.example.com/spiffe`). Off when unset.
     #[arg(long)]

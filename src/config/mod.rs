@@ -95,6 +95,10 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Idle gRPC connection deadline.
     pub idle_timeout: Duration,
+    /// gRPC: HTTP/2 keepalive PING after this much silence from the client.
+    pub keepalive_interval: Duration,
+    /// gRPC: time to answer a keepalive PING before the connection is closed.
+    pub keepalive_timeout: Duration,
     /// Log level.
     pub log_level: String,
     /// JSON logs.
@@ -250,6 +254,11 @@ impl ServeArgs {
                 "--header-timeout and --idle-timeout must be positive".into(),
             ));
         }
+        if self.keepalive_interval.is_zero() || self.keepalive_timeout.is_zero() {
+            return Err(Error::Config(
+                "--keepalive-interval and --keepalive-timeout must be positive".into(),
+            ));
+        }
         let pod_certificate_signer = match &self.pod_certificate_signer {
             None => None,
             Some(_) if self.mode != Mode::Kubernetes => {
@@ -307,6 +316,8 @@ impl ServeArgs {
             max_concurrent_streams: self.max_concurrent_streams,
             header_timeout: self.header_timeout,
             idle_timeout: self.idle_timeout,
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
             log_level: self.log_level,
             log_as_json: self.log_as_json,
             jwt,
@@ -341,6 +352,8 @@ mod tests {
         assert_eq!(c.metrics.unwrap().port(), 9090);
         assert_eq!(c.trust_domain.as_str(), "localhost");
         assert_eq!(c.policy, IssuePolicy::default());
+        assert_eq!(c.keepalive_interval, Duration::from_secs(60));
+        assert_eq!(c.keepalive_timeout, Duration::from_secs(20));
         assert_eq!(c.file_names, crate::store::file::FileNames::default());
         assert_eq!(
             c.sentry_id().to_string(),
@@ -401,5 +414,8 @@ mod tests {
         assert!(args(&["--max-concurrent-requests", "0"])
             .into_config(None)
             .is_err());
+        for flag in ["--keepalive-interval", "--keepalive-timeout"] {
+            assert!(args(&[flag, "0s"]).into_config(None).is_err(), "{flag}");
+        }
     }
 }
