@@ -358,3 +358,316 @@ async fn legacy_secret_token_is_denied() {
     }
     env.finish().await;
 }
+
+#[tokio::test]
+#[ignore = "needs a control plane: SIGIL_KUBE_STATEDIR (conformance/kube/controlplane.sh)"]
+async fn control_plane_identities_are_earned_by_the_annotated_pod_in_the_namespace() {
+    let env = Env::new("cp", &["fake-operator"]).await;
+    let ns = env.ns.clone();
+    let run = rand_suffix();
+    for sa in [
+        "dapr-injector",
+        "dapr-operator",
+        "dapr-sentry",
+        "dash",
+        "impostor",
+    ] {
+        service_account(&env.admin, CP_NS, sa).await;
+    }
+    let issue_to = |pod: Pod, sa: &'static str| {
+        let env = &env;
+        async move {
+            env.token_in(CP_NS, sa, &sentry_audience(), Some(&pod))
+                .await
+        }
+    };
+
+    // A real control-plane pod: dapr-injector, the control-plane trust domain, Dapr's DNS name
+    // for the service, whatever the pod's own name.
+    let injector = env
+        .pod_in(
+            CP_NS,
+            &format!("dapr-sidecar-injector-{run}"),
+            "dapr-injector",
+            json!({"dapr.io/control-plane": "injector"}),
+        )
+        .await;
+    let t = issue_to(injector, "dapr-injector").await;
+    let (uris, dns) = env
+        .issue(request("dapr-injector", CP_NS, &t))
+        .await
+        .expect("the injector's certificate");
+    assert_eq!(
+        uris,
+        vec![format!("spiffe://cluster.local/ns/{CP_NS}/dapr-injector")]
+    );
+    assert_eq!(dns, vec![format!("dapr-sidecar-injector.{CP_NS}.svc")]);
+    // The DNS names follow the verified annotation, not the id asked for.
+    env.denied(
+        "dapr-operator",
+        CP_NS,
+        &t,
+        "the injector asking for the operator's id",
+        "may ask for \"dapr-injector\"",
+    )
+    .await;
+
+    // The annotation outside the control-plane namespace.
+    let outside = env
+        .pod(
+            "fake-operator",
+            "fake-operator",
+            json!({"dapr.io/control-plane": "operator"}),
+        )
+        .await;
+    let t = env
+        .token("fake-operator", &sentry_audience(), Some(&outside))
+        .await;
+    env.denied(
+        "dapr-operator",
+        &ns,
+        &t,
+        "control-plane annotation outside the control-plane namespace",
+        "outside the control-plane namespace",
+    )
+    .await;
+
+    // Together with dapr.io/app-id.
+    let both = env
+        .pod_in(
+            CP_NS,
+            &format!("dapr-operator-{run}"),
+            "dapr-operator",
+            json!({"dapr.io/control-plane": "operator", "dapr.io/app-id": "dapr-operator"}),
+        )
+        .await;
+    let t = issue_to(both, "dapr-operator").await;
+    env.denied(
+        "dapr-operator",
+        CP_NS,
+        &t,
+        "control-plane and app-id annotations together",
+        "must not also carry",
+    )
+    .await;
+
+    // A service Dapr does not have.
+    let dash = env
+        .pod_in(
+            CP_NS,
+            &format!("dash-{run}"),
+            "dash",
+            json!({"dapr.io/control-plane": "dashboard"}),
+        )
+        .await;
+    let t = issue_to(dash, "dash").await;
+    env.denied(
+        "dapr-dashboard",
+        CP_NS,
+        &t,
+        "an unknown control-plane service",
+        "not a Dapr control-plane service",
+    )
+    .await;
+
+    // A control-plane app id by annotation, or by pod name, without the control-plane
+    // annotation: an ordinary pod in the control-plane namespace cannot take it.
+    let by_annotation = env
+        .pod_in(
+            CP_NS,
+            &format!("impostor-{run}"),
+            "impostor",
+            json!({"dapr.io/app-id": "dapr-operator"}),
+        )
+        .await;
+    let t = issue_to(by_annotation, "impostor").await;
+    env.denied(
+        "dapr-operator",
+        CP_NS,
+        &t,
+        "dapr-operator by app-id annotation",
+        "control-plane identity",
+    )
+    .await;
+    // The pod name is the app id without annotations; a name left by an earlier run is
+    // deleted first (at once: no kubelet confirms a graceful deletion).
+    let pods: Api<Pod> = Api::namespaced(env.admin.clone(), CP_NS);
+    let _ = pods
+        .delete("dapr-placement", &DeleteParams::default().grace_period(0))
+        .await;
+    let mut by_name = None;
+    for _ in 0..50 {
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "dapr-placement", "namespace": CP_NS},
+            "spec": {"serviceAccountName": "impostor", "nodeName": NODE,
+                     "containers": [{"name": "app", "image": "registry.example/x:1"}]}
+        }))
+        .unwrap();
+        match pods.create(&PostParams::default(), &pod).await {
+            Ok(p) => {
+                by_name = Some(p);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let t = issue_to(by_name.expect("pod dapr-placement"), "impostor").await;
+    env.denied(
+        "dapr-placement",
+        CP_NS,
+        &t,
+        "dapr-placement by pod name",
+        "control-plane identity",
+    )
+    .await;
+
+    // dapr-sentry is the CA's own identity: never issued, even to a pod annotated as Sentry.
+    let sentry = env
+        .pod_in(
+            CP_NS,
+            &format!("dapr-sentry-{run}"),
+            "dapr-sentry",
+            json!({"dapr.io/control-plane": "sentry"}),
+        )
+        .await;
+    let t = issue_to(sentry, "dapr-sentry").await;
+    env.denied(
+        "dapr-sentry",
+        CP_NS,
+        &t,
+        "the CA's own identity",
+        "never issued",
+    )
+    .await;
+
+    // Kubernetes mode enables only the kubernetes validator; UNKNOWN (0) means it.
+    let worker = env
+        .pod(
+            "worker",
+            "fake-operator",
+            json!({"dapr.io/app-id": "worker"}),
+        )
+        .await;
+    let t = env
+        .token("fake-operator", &sentry_audience(), Some(&worker))
+        .await;
+    let mut insecure = request("worker", &ns, &t);
+    insecure.token_validator = 1;
+    let err = env.issue(insecure).await.expect_err("insecure validator");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let mut unknown = request("worker", &ns, &t);
+    unknown.token_validator = 0;
+    assert_eq!(
+        env.issue(unknown).await.unwrap().0,
+        vec![format!("spiffe://public/ns/{ns}/worker")]
+    );
+    env.finish().await;
+}
+
+/// Dapr's OID for the container-images extension.
+const IMAGES_OID: &str = "1.3.6.1.4.1.57683.100.1";
+
+#[tokio::test]
+#[ignore = "needs a control plane: SIGIL_KUBE_STATEDIR (conformance/kube/controlplane.sh)"]
+async fn the_answer_carries_the_chain_the_trust_bundle_and_the_pods_images() {
+    let env = Env::new("answer", &["orders"]).await;
+    let ns = env.ns.clone();
+    configuration(
+        &env.admin,
+        &ssa(),
+        &ns,
+        "appconfig",
+        json!({"accessControl": {"trustDomain": "shop.example", "defaultAction": "deny"}}),
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(env.admin.clone(), &ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "orders-5d8f", "namespace": ns,
+                     "annotations": {"dapr.io/app-id": "orders", "dapr.io/config": "appconfig"}},
+        "spec": {"serviceAccountName": "orders", "nodeName": NODE, "containers": [
+            {"name": "app", "image": "registry.example/shop/app:1.0"},
+            {"name": "daprd", "image": "ghcr.io/dapr/daprd:1.15.0"},
+        ]}
+    }))
+    .unwrap();
+    let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
+    // What a kubelet would report once the app container has started (daprd has not yet).
+    pods.patch_status(
+        "orders-5d8f",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"status": {"phase": "Running", "containerStatuses": [{
+                "name": "app", "image": "registry.example/shop/app:1.0",
+                "imageID": "registry.example/shop/app@sha256:0123abcd",
+                "ready": true, "restartCount": 0,
+                "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+            }]}}),
+        ),
+    )
+    .await
+    .expect("pod status");
+    let t = env.token("orders", &sentry_audience(), Some(&pod)).await;
+    let mut req = request("orders", &ns, &t);
+    req.trust_domain = "ignored.example".into();
+    let resp = ca_client(&env.sigil)
+        .await
+        .sign_certificate(req)
+        .await
+        .expect("issued")
+        .into_inner();
+
+    let pems: Vec<_> = x509_parser::pem::Pem::iter_from_buffer(&resp.workload_certificate)
+        .map(|p| p.unwrap())
+        .collect();
+    assert_eq!(pems.len(), 2, "leaf and issuer; the root is left out");
+    let leaf = pems[0].parse_x509().unwrap();
+    // The request's trust domain is ignored; the pod's Configuration gives it.
+    let san = leaf.subject_alternative_name().unwrap().unwrap();
+    let names: Vec<String> = san
+        .value
+        .general_names
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        vec![format!("URI(spiffe://shop.example/ns/{ns}/orders)")]
+    );
+    assert_eq!(
+        resp.valid_until.as_ref().unwrap().seconds,
+        leaf.validity().not_after.timestamp()
+    );
+    assert_eq!(
+        resp.trust_chain_certificates,
+        vec![env
+            .sigil
+            .state
+            .current()
+            .trust_bundle()
+            .to_pem()
+            .into_bytes()]
+    );
+    assert!(resp.jwt.is_none(), "no JWT asked for");
+
+    // Dapr's container-images extension: a non-critical OCTET STRING of JSON, from the pod
+    // as the API server has it.
+    let ext = leaf
+        .extensions()
+        .iter()
+        .find(|e| e.oid.to_id_string() == IMAGES_OID)
+        .expect("the container-images extension");
+    assert!(!ext.critical);
+    let (_, json) =
+        x509_parser::der_parser::der::parse_der_octetstring(ext.value).expect("OCTET STRING");
+    let images: Value = serde_json::from_slice(json.as_slice().unwrap()).expect("JSON");
+    assert_eq!(images[0]["role"], "app");
+    assert_eq!(images[0]["containerName"], "app");
+    assert_eq!(images[0]["image"], "registry.example/shop/app:1.0");
+    assert_eq!(images[0]["digest"], "sha256:0123abcd");
+    assert_eq!(images[1]["role"], "daprd");
+    assert_eq!(images[1]["containerName"], "daprd");
+    assert!(images[1].get("digest").is_none(), "not started: no digest");
+    env.finish().await;
+}

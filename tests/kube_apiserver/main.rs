@@ -104,40 +104,18 @@ fn applied_kind(kind: &str) -> Option<(&'static str, &'static str, &'static str,
     })
 }
 
-/// The shared part of every test: Sigil's namespace and the manifest's objects, the Dapr
-/// `Configuration` CRD with Sentry's `daprsystem` (1 h workload certificates), and a Node.
+/// The shared part of every test, once per run: Sigil's namespace and the manifest's objects,
+/// the Dapr `Configuration` CRD with Sentry's `daprsystem` (1 h workload certificates), and a
+/// Node. Once only: applying the manifest again would re-create trust-bundle objects that a
+/// test holding [`TRUST_BUNDLE`] has just deleted.
 async fn cluster_setup(client: &Client) {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| cluster_setup_once(client)).await;
+}
+
+async fn cluster_setup_once(client: &Client) {
     namespace(client, &ssa(), CP_NS).await;
-    let mut applied = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(MANIFEST) {
-        let obj: Value = match serde::Deserialize::deserialize(doc) {
-            Ok(Value::Null) => continue,
-            Ok(v) => v,
-            Err(e) => panic!("deploy/manifests/sigil.yaml: {e}"),
-        };
-        let kind = obj["kind"].as_str().expect("kind").to_string();
-        let Some((group, version, plural, namespaced)) = applied_kind(&kind) else {
-            continue;
-        };
-        let ar = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk(group, version, &kind),
-            plural,
-        );
-        apply(client, &ar, namespaced, obj).await;
-        applied.push(kind);
-    }
-    for kind in [
-        "ServiceAccount",
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Role",
-        "RoleBinding",
-    ] {
-        assert!(
-            applied.iter().any(|k| k == kind),
-            "the manifest has no {kind}"
-        );
-    }
+    apply_manifest(client).await;
 
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd: CustomResourceDefinition = serde_json::from_value(json!({
@@ -197,6 +175,41 @@ async fn cluster_setup(client: &Client) {
         )
         .await
         .expect("apply the Node");
+}
+
+/// The objects of `deploy/manifests/sigil.yaml` that Sigil's grants and trust bundle are
+/// made of (server-side apply: idempotent).
+async fn apply_manifest(client: &Client) {
+    let mut applied = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(MANIFEST) {
+        let obj: Value = match serde::Deserialize::deserialize(doc) {
+            Ok(Value::Null) => continue,
+            Ok(v) => v,
+            Err(e) => panic!("deploy/manifests/sigil.yaml: {e}"),
+        };
+        let kind = obj["kind"].as_str().expect("kind").to_string();
+        let Some((group, version, plural, namespaced)) = applied_kind(&kind) else {
+            continue;
+        };
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(group, version, &kind),
+            plural,
+        );
+        apply(client, &ar, namespaced, obj).await;
+        applied.push(kind);
+    }
+    for kind in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ] {
+        assert!(
+            applied.iter().any(|k| k == kind),
+            "the manifest has no {kind}"
+        );
+    }
 }
 
 /// A TokenRequest token of `ns/sa`, bound to `pod` (name and UID) when given.
@@ -266,6 +279,9 @@ struct Env {
     admin: Client,
     ns: String,
     sigil: RunningServer,
+    /// The token Sigil authenticates with: the audit log's events of this Sigil carry its
+    /// `jti` (see [`Env::api_calls`]).
+    sigil_token: String,
     _dir: tempfile::TempDir,
     /// The trust bundle is shared; the test that empties it waits for the others.
     _shared: Option<tokio::sync::RwLockReadGuard<'static, ()>>,
@@ -289,18 +305,58 @@ async fn start_chart_sigil_with(
     dir: &Path,
     extra: &[&str],
 ) -> RunningServer {
+    let sigil_token = chart_sigil_token(admin).await;
+    start_sigil_as(statedir, dir, &sigil_token, extra).await
+}
+
+/// A TokenRequest token of Sigil's ServiceAccount, for the API server's own audience (the
+/// default of a projected token of a real pod).
+async fn chart_sigil_token(admin: &Client) -> String {
     let api_audience = "https://kubernetes.default.svc.cluster.local";
-    let sigil_token = token(admin, CP_NS, SIGIL_SA, api_audience, None)
+    token(admin, CP_NS, SIGIL_SA, api_audience, None)
         .await
-        .expect("token for Sigil's ServiceAccount");
+        .expect("token for Sigil's ServiceAccount")
+}
+
+/// Sigil with `sigil_token` in a kubeconfig in `dir`, the Deployment's validation flags and
+/// `extra` after them.
+async fn start_sigil_as(
+    statedir: &Path,
+    dir: &Path,
+    sigil_token: &str,
+    extra: &[&str],
+) -> RunningServer {
+    try_start_sigil_as(statedir, dir, sigil_token, extra)
+        .await
+        .expect("Sigil starts against the real API server with the chart's grants")
+}
+
+/// [`start_sigil_as`], for a start that may fail.
+async fn try_start_sigil_as(
+    statedir: &Path,
+    dir: &Path,
+    sigil_token: &str,
+    extra: &[&str],
+) -> Result<RunningServer, sigil::Error> {
     let kubeconfig = dir.join(format!("sigil-{}.kubeconfig", rand_suffix()));
-    token_kubeconfig(statedir, &sigil_token, &kubeconfig);
+    token_kubeconfig(statedir, sigil_token, &kubeconfig);
     let flags = chart_flags();
     let mut flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     flags.extend_from_slice(extra);
-    start_sigil_for(&kubeconfig, &flags)
-        .await
-        .expect("Sigil starts against the real API server with the chart's grants")
+    start_sigil_for(&kubeconfig, &flags).await
+}
+
+/// A ServiceAccount (idempotent).
+async fn service_account(admin: &Client, ns: &str, name: &str) -> ServiceAccount {
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
+    sas.patch(
+        name,
+        &ssa(),
+        &Patch::Apply(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                             "metadata": {"name": name, "namespace": ns}})),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("service account {ns}/{name}: {e}"))
 }
 
 /// A short random hex string.
@@ -313,18 +369,25 @@ fn rand_suffix() -> String {
 impl Env {
     async fn new(test: &str, service_accounts: &[&str]) -> Env {
         let shared = TRUST_BUNDLE.read().await;
-        Env::build(test, service_accounts, Some(shared)).await
+        Env::build(test, service_accounts, Some(shared), &[]).await
+    }
+
+    /// [`Env::new`] with `extra` flags for Sigil after the chart's.
+    async fn with_flags(test: &str, service_accounts: &[&str], extra: &[&str]) -> Env {
+        let shared = TRUST_BUNDLE.read().await;
+        Env::build(test, service_accounts, Some(shared), extra).await
     }
 
     /// For a test that holds [`TRUST_BUNDLE`] for writing itself.
     async fn exclusive(test: &str, service_accounts: &[&str]) -> Env {
-        Env::build(test, service_accounts, None).await
+        Env::build(test, service_accounts, None, &[]).await
     }
 
     async fn build(
         test: &str,
         service_accounts: &[&str],
         shared: Option<tokio::sync::RwLockReadGuard<'static, ()>>,
+        extra: &[&str],
     ) -> Env {
         let statedir = statedir();
         let admin = admin_client(&statedir).await;
@@ -338,23 +401,17 @@ impl Env {
             % 1_000_000_000;
         let ns = format!("kt-{test}-{}-{run}", std::process::id());
         namespace(&admin, &ssa(), &ns).await;
-        let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), &ns);
         for sa in service_accounts {
-            sas.patch(
-                sa,
-                &ssa(),
-                &Patch::Apply(json!({"apiVersion": "v1", "kind": "ServiceAccount",
-                                     "metadata": {"name": sa, "namespace": ns}})),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("service account {sa}: {e}"));
+            service_account(&admin, &ns, sa).await;
         }
         let dir = tempfile::tempdir().unwrap();
-        let sigil = start_chart_sigil(&admin, &statedir, dir.path()).await;
+        let sigil_token = chart_sigil_token(&admin).await;
+        let sigil = start_sigil_as(&statedir, dir.path(), &sigil_token, extra).await;
         Env {
             admin,
             ns,
             sigil,
+            sigil_token,
             _dir: dir,
             _shared: shared,
         }
@@ -362,10 +419,15 @@ impl Env {
 
     /// A Pod in this test's namespace, bound to the Node, as `sa`, with `annotations`.
     async fn pod(&self, name: &str, sa: &str, annotations: Value) -> Pod {
-        let pods: Api<Pod> = Api::namespaced(self.admin.clone(), &self.ns);
+        self.pod_in(&self.ns, name, sa, annotations).await
+    }
+
+    /// A Pod in namespace `ns`, bound to the Node, as `sa`, with `annotations`.
+    async fn pod_in(&self, ns: &str, name: &str, sa: &str, annotations: Value) -> Pod {
+        let pods: Api<Pod> = Api::namespaced(self.admin.clone(), ns);
         let pod: Pod = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": self.ns, "annotations": annotations},
+            "metadata": {"name": name, "namespace": ns, "annotations": annotations},
             "spec": {
                 "serviceAccountName": sa,
                 "nodeName": NODE,
@@ -375,19 +437,33 @@ impl Env {
         .unwrap();
         pods.create(&PostParams::default(), &pod)
             .await
-            .unwrap_or_else(|e| panic!("create pod {name}: {e}"))
+            .unwrap_or_else(|e| panic!("create pod {ns}/{name}: {e}"))
     }
 
     async fn token(&self, sa: &str, audience: &str, pod: Option<&Pod>) -> String {
-        token(&self.admin, &self.ns, sa, audience, pod)
-            .await
-            .unwrap_or_else(|e| panic!("token for {sa}: {e}"))
+        self.token_in(&self.ns, sa, audience, pod).await
     }
 
+    /// [`Env::token`] of a service account in namespace `ns`.
+    async fn token_in(&self, ns: &str, sa: &str, audience: &str, pod: Option<&Pod>) -> String {
+        token(&self.admin, ns, sa, audience, pod)
+            .await
+            .unwrap_or_else(|e| panic!("token for {ns}/{sa}: {e}"))
+    }
+
+    /// The URI SANs of the certificate issued for `id` in `ns` with `token`.
     async fn sign(&self, id: &str, ns: &str, token: &str) -> Result<Vec<String>, tonic::Status> {
+        Ok(self.issue(request(id, ns, token)).await?.0)
+    }
+
+    /// The URI and DNS SANs of the certificate issued for `req`.
+    async fn issue(
+        &self,
+        req: sigil_proto::SignCertificateRequest,
+    ) -> Result<(Vec<String>, Vec<String>), tonic::Status> {
         let resp = ca_client(&self.sigil)
             .await
-            .sign_certificate(request(id, ns, token))
+            .sign_certificate(req)
             .await?
             .into_inner();
         let (_, pem) = x509_parser::pem::parse_x509_pem(&resp.workload_certificate).unwrap();
@@ -399,15 +475,17 @@ impl Env {
             3600 + 15 * 60,
             "the daprsystem Configuration's workloadCertTTL"
         );
-        let mut uris = Vec::new();
+        let (mut uris, mut dns) = (Vec::new(), Vec::new());
         if let Ok(Some(san)) = cert.subject_alternative_name() {
             for name in &san.value.general_names {
-                if let GeneralName::URI(u) = name {
-                    uris.push(u.to_string());
+                match name {
+                    GeneralName::URI(u) => uris.push(u.to_string()),
+                    GeneralName::DNSName(d) => dns.push(d.to_string()),
+                    _ => {}
                 }
             }
         }
-        Ok(uris)
+        Ok((uris, dns))
     }
 
     /// Refused with PERMISSION_DENIED, for the reason whose wording `reason` is part of.
@@ -422,6 +500,11 @@ impl Env {
                 );
             }
         }
+    }
+
+    /// How many API requests this test's Sigil made so far with `verb` on `resource`.
+    fn api_calls(&self, verb: &str, resource: &str) -> usize {
+        calls_with_token(&self.sigil_token, verb, resource)
     }
 
     async fn finish(self) {
@@ -462,23 +545,61 @@ fn chart_flags() -> Vec<String> {
     flags
 }
 
-/// What the audit log says Sigil's ServiceAccount did: (verb, resource, subresource, code).
-fn sigil_requests(statedir: &Path) -> Vec<(String, String, String, u16)> {
-    let user = format!("system:serviceaccount:{CP_NS}:{SIGIL_SA}");
+/// One request in the API server's audit log.
+#[derive(Clone, Debug, PartialEq)]
+struct ApiCall {
+    verb: String,
+    /// `resource` or `resource/subresource`.
+    resource: String,
+    code: u16,
+}
+
+/// The completed requests of the audit log made with a credential `keep` accepts (the
+/// audit event's `user`).
+fn audited_calls(statedir: &Path, keep: impl Fn(&Value) -> bool) -> Vec<ApiCall> {
     let log = std::fs::read_to_string(statedir.join("audit.log")).expect("audit.log");
     log.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|e| e["user"]["username"] == user.as_str() && e["stage"] == "ResponseComplete")
+        .filter(|e| e["stage"] == "ResponseComplete" && keep(&e["user"]))
         .map(|e| {
             let r = &e["objectRef"];
-            (
-                e["verb"].as_str().unwrap_or("").to_string(),
-                r["resource"].as_str().unwrap_or("").to_string(),
-                r["subresource"].as_str().unwrap_or("").to_string(),
-                e["responseStatus"]["code"].as_u64().unwrap_or(0) as u16,
-            )
+            let (res, sub) = (
+                r["resource"].as_str().unwrap_or(""),
+                r["subresource"].as_str().unwrap_or(""),
+            );
+            ApiCall {
+                verb: e["verb"].as_str().unwrap_or("").to_string(),
+                resource: if sub.is_empty() {
+                    res.to_string()
+                } else {
+                    format!("{res}/{sub}")
+                },
+                code: e["responseStatus"]["code"].as_u64().unwrap_or(0) as u16,
+            }
         })
         .collect()
+}
+
+/// How many completed API requests with `verb` on `resource` the audit log has from the
+/// holder of `token` (by its `jti`, which the API server records as the credential id).
+fn calls_with_token(token: &str, verb: &str, resource: &str) -> usize {
+    let jti = jwt_claims(token)["jti"]
+        .as_str()
+        .expect("a TokenRequest token has a jti")
+        .to_string();
+    let credential = json!([format!("JTI={jti}")]);
+    audited_calls(&statedir(), |u| {
+        u["extra"]["authentication.kubernetes.io/credential-id"] == credential
+    })
+    .iter()
+    .filter(|c| c.verb == verb && c.resource == resource)
+    .count()
+}
+
+/// What the audit log says Sigil's ServiceAccount did, every replica and run together.
+fn sigil_requests(statedir: &Path) -> Vec<ApiCall> {
+    let user = format!("system:serviceaccount:{CP_NS}:{SIGIL_SA}");
+    audited_calls(statedir, |u| u["username"] == user.as_str())
 }
 
 /// The API server's own count of requests (`apiserver_request_total` on its `/metrics`) with
