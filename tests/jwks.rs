@@ -1,5 +1,7 @@
 //! The JWKS validator end to end: `sigil::server::start` with a Dapr Configuration that
 //! enables `jwks`, key sets from a file and from a local HTTPS server, and a tonic TLS client.
+//! JWKS next to the Kubernetes validator is tested against a real API server
+//! (`tests/kube_apiserver/identity.rs`).
 
 mod support;
 
@@ -598,87 +600,5 @@ async fn https_source_without_keys_is_unavailable() {
     .unwrap();
     let mut c = client(dir.path(), &server).await;
     issued(&mut c, request("app", "default", &signed)).await;
-    server.shutdown().await.unwrap();
-}
-
-// ---- kubernetes mode -------------------------------------------------------------------------
-
-#[tokio::test]
-async fn kubernetes_mode_adds_jwks_next_to_the_default() {
-    let fake = support::Fake::start().await;
-    let key = Key::ed25519();
-    fake.add_configuration(
-        support::CP_NS,
-        "daprsystem",
-        json!({"mtls": {"enabled": true, "tokenValidators": [
-            {"name": "jwks", "options": {"source": jwks(&[jwk(&key, "k")])}}
-        ]}}),
-    );
-    let server = support::start_sigil(&fake, &[]).await.unwrap();
-    let mut c = support::ca_client(&server).await;
-    let aud = format!("spiffe://cluster.local/ns/{}/dapr-sentry", support::CP_NS);
-    let mut claims = claims_for("public", "shop", "orders");
-    claims["aud"] = json!([aud]);
-    let mut r = support::request("orders", "shop", &token_with_kid(&key, "k", &claims));
-    r.trust_domain = String::new();
-    r.token_validator = TokenValidator::Jwks as i32;
-    let resp = c
-        .sign_certificate(r)
-        .await
-        .unwrap_or_else(|s| panic!("{s:?}"))
-        .into_inner();
-    assert_eq!(uri_sans(&resp), ["spiffe://public/ns/shop/orders"]);
-    // The default stays Kubernetes: an UNKNOWN request with a JWT is a failed TokenReview.
-    let mut r = support::request("orders", "shop", &token_with_kid(&key, "k", &claims));
-    r.token_validator = TokenValidator::Unknown as i32;
-    let s = c.sign_certificate(r).await.unwrap_err();
-    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
-    server.shutdown().await.unwrap();
-}
-
-#[tokio::test]
-async fn a_jwks_caller_gets_no_control_plane_namespace_identity_unless_configured() {
-    let fake = support::Fake::start().await;
-    let key = Key::ed25519();
-    fake.add_configuration(
-        support::CP_NS,
-        "daprsystem",
-        json!({"mtls": {"enabled": true, "tokenValidators": [
-            {"name": "jwks", "options": {"source": jwks(&[jwk(&key, "k")])}}
-        ]}}),
-    );
-    let aud = format!("spiffe://cluster.local/ns/{}/dapr-sentry", support::CP_NS);
-    let jwks_request = |id: &str, ns: &str| {
-        let mut claims = claims_for("public", ns, id);
-        claims["aud"] = json!([aud]);
-        let mut r = support::request(id, ns, &token_with_kid(&key, "k", &claims));
-        r.trust_domain = String::new();
-        r.token_validator = TokenValidator::Jwks as i32;
-        r
-    };
-
-    let server = support::start_sigil(&fake, &[]).await.unwrap();
-    let mut c = support::ca_client(&server).await;
-    // A valid JWT for the control-plane namespace is not enough by default.
-    let s = refused(&mut c, jwks_request("orders", support::CP_NS)).await;
-    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
-    // The same key proves an identity elsewhere, so the refusal is the namespace rule.
-    issued(&mut c, jwks_request("orders", "shop")).await;
-    server.shutdown().await.unwrap();
-
-    let server = support::start_sigil(&fake, &["--jwks-allow-control-plane-namespace"])
-        .await
-        .unwrap();
-    let mut c = support::ca_client(&server).await;
-    let sans = issued(&mut c, jwks_request("orders", support::CP_NS)).await;
-    assert_eq!(
-        sans,
-        [format!("spiffe://public/ns/{}/orders", support::CP_NS)]
-    );
-    // Dapr's control-plane identities stay out of reach of a JWT even then.
-    for id in ["dapr-sentry", "dapr-operator", "dapr-placement"] {
-        let s = refused(&mut c, jwks_request(id, support::CP_NS)).await;
-        assert_eq!(s.code(), Code::PermissionDenied, "{id}: {s:?}");
-    }
     server.shutdown().await.unwrap();
 }

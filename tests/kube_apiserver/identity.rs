@@ -671,3 +671,82 @@ async fn the_answer_carries_the_chain_the_trust_bundle_and_the_pods_images() {
     assert!(images[1].get("digest").is_none(), "not started: no digest");
     env.finish().await;
 }
+
+#[tokio::test]
+#[ignore = "needs a control plane: SIGIL_KUBE_STATEDIR (conformance/kube/controlplane.sh)"]
+async fn jwks_callers_next_to_the_kubernetes_default_and_out_of_the_control_plane_namespace() {
+    use sigil_pki::jose::testing::{token_with_kid, TestKey};
+    use sigil_proto::TokenValidator;
+    // daprsystem is shared: it gains a JWKS validator for this test alone.
+    let _exclusive = TRUST_BUNDLE.write().await;
+    let admin = admin_client(&statedir()).await;
+    cluster_setup(&admin).await;
+    let key = TestKey::ed25519();
+    let jwks = json!({"keys": [key.jwk(Some("k"))]}).to_string();
+    let mtls = json!({"enabled": true, "workloadCertTTL": "1h",
+                      "controlPlaneTrustDomain": "cluster.local"});
+    let mut with_jwks = mtls.clone();
+    with_jwks["tokenValidators"] = json!([{"name": "jwks", "options": {"source": jwks}}]);
+    configuration(
+        &admin,
+        &ssa(),
+        CP_NS,
+        "daprsystem",
+        json!({"mtls": with_jwks}),
+    )
+    .await;
+    let jwt_for = |id: &str, ns: &str, validator: TokenValidator| {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let claims = json!({"sub": format!("spiffe://public/ns/{ns}/{id}"),
+                            "aud": [sentry_audience()], "iat": now, "nbf": now,
+                            "exp": now + 600, "iss": "test"});
+        let mut r = request(id, ns, &token_with_kid(&key, "k", &claims));
+        r.trust_domain = String::new();
+        r.token_validator = validator as i32;
+        r
+    };
+
+    let env = Env::build("jwks", &[], None, &[]).await;
+    // A JWKS caller gets its identity outside the control-plane namespace...
+    let (uris, _) = env
+        .issue(jwt_for("orders", "shop", TokenValidator::Jwks))
+        .await
+        .expect("a JWKS caller in its namespace");
+    assert_eq!(uris, ["spiffe://public/ns/shop/orders"]);
+    // ...the default validator stays Kubernetes (the same JWT is a refused TokenReview)...
+    let err = env
+        .issue(jwt_for("orders", "shop", TokenValidator::Unknown))
+        .await
+        .expect_err("a JWKS token through the default validator");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // ...and nothing in the control-plane namespace.
+    let err = env
+        .issue(jwt_for("orders", CP_NS, TokenValidator::Jwks))
+        .await
+        .expect_err("a JWKS caller in the control-plane namespace");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    env.finish().await;
+
+    // Unless configured to; Dapr's control-plane identities stay out of reach even then.
+    let env = Env::build(
+        "jwkscp",
+        &[],
+        None,
+        &["--jwks-allow-control-plane-namespace"],
+    )
+    .await;
+    let (uris, _) = env
+        .issue(jwt_for("orders", CP_NS, TokenValidator::Jwks))
+        .await
+        .expect("allowed by --jwks-allow-control-plane-namespace");
+    assert_eq!(uris, [format!("spiffe://public/ns/{CP_NS}/orders")]);
+    for id in ["dapr-sentry", "dapr-operator", "dapr-placement"] {
+        let err = env
+            .issue(jwt_for(id, CP_NS, TokenValidator::Jwks))
+            .await
+            .expect_err(id);
+        assert_eq!(err.code(), Code::PermissionDenied, "{id}: {err:?}");
+    }
+    env.finish().await;
+    configuration(&admin, &ssa(), CP_NS, "daprsystem", json!({"mtls": mtls})).await;
+}

@@ -172,3 +172,126 @@ async fn jwt_kid_of_a_signing(server: &RunningServer, ns: &str, token: &str) -> 
     let header: Value = serde_json::from_slice(&header).unwrap();
     header["kid"].as_str().unwrap().to_string()
 }
+
+/// Verifies `token` with `jsonwebtoken` (a JOSE library we did not write) against `jwks`:
+/// signature, exp/nbf, aud, iss.
+fn verify(token: &str, jwks: &Value, audience: &str) -> Result<Value, jsonwebtoken::errors::Error> {
+    use jsonwebtoken::{decode, decode_header, jwk::JwkSet, DecodingKey, Validation};
+    let set: JwkSet = serde_json::from_value(jwks.clone()).expect("a JWKS");
+    let header = decode_header(token)?;
+    let kid = header.kid.expect("kid in the header");
+    let jwk = set.find(&kid).expect("the kid is published");
+    let key = DecodingKey::from_jwk(jwk)?;
+    let mut validation = Validation::new(header.alg);
+    validation.set_audience(&[audience]);
+    validation.set_issuer(&["https://sentry.example"]);
+    validation.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
+    Ok(decode::<Value>(token, &key, &validation)?.claims)
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane: SIGIL_KUBE_STATEDIR (conformance/kube/controlplane.sh)"]
+async fn a_generated_jwt_key_stays_in_the_secret_and_tokens_verify_against_the_configmap() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+    let _exclusive = TRUST_BUNDLE.write().await;
+    let statedir = statedir();
+    let env = Env::exclusive("jwtgen", &["orders"]).await;
+    let ns = env.ns.clone();
+    let secrets: Api<Secret> = Api::namespaced(env.admin.clone(), CP_NS);
+    let mut secret = secrets.get("dapr-trust-bundle").await.unwrap();
+    if let Some(data) = secret.data.as_mut() {
+        data.remove("jwt.key");
+        data.remove("jwks.json");
+    }
+    secrets
+        .replace("dapr-trust-bundle", &PostParams::default(), &secret)
+        .await
+        .expect("drop the JWT material");
+    let flags = [
+        "--jwt-enabled",
+        "--jwt-signing-algorithm=ES256",
+        "--jwt-issuer=https://sentry.example",
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let sigil = start_chart_sigil_with(&env.admin, &statedir, dir.path(), &flags).await;
+    let signing = sigil.jwt.as_ref().unwrap().current().key.kid().to_string();
+
+    let stored = secrets
+        .get("dapr-trust-bundle")
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    let key = stored["jwt.key"].0.clone();
+    assert!(
+        key.starts_with(b"-----BEGIN"),
+        "a PEM private key in the Secret"
+    );
+    for k in ["ca.crt", "issuer.crt", "issuer.key"] {
+        assert!(stored.get(k).is_some_and(|v| !v.0.is_empty()), "{k} kept");
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(env.admin.clone(), CP_NS);
+    let cm = cms.get("dapr-trust-bundle").await.unwrap().data.unwrap();
+    assert!(
+        !cm.contains_key("jwt.key"),
+        "no private key in the ConfigMap"
+    );
+    let public: Value = serde_json::from_str(&cm["jwks.json"]).expect("jwks.json mirrored");
+    assert!(
+        public.get("sigil_rotation").is_none(),
+        "the ConfigMap holds a plain JWKS: {public}"
+    );
+    assert_eq!(public["keys"].as_array().unwrap().len(), 1, "{public}");
+    assert_eq!(public["keys"][0]["kid"], signing.as_str());
+    assert!(public["keys"][0].get("d").is_none(), "no private part");
+
+    // A JWT-SVID verifies against the ConfigMap's JWKS, for its audience only.
+    let orders = env
+        .pod("orders-1", "orders", json!({"dapr.io/app-id": "orders"}))
+        .await;
+    let t = env.token("orders", &sentry_audience(), Some(&orders)).await;
+    let mut req = request("orders", &ns, &t);
+    req.jwt_audiences = vec!["api://orders".into()];
+    let jwt = ca_client(&sigil)
+        .await
+        .sign_certificate(req)
+        .await
+        .expect("issued")
+        .into_inner()
+        .jwt
+        .expect("a JWT-SVID");
+    let claims = verify(&jwt, &public, "api://orders").expect("verifies");
+    assert_eq!(claims["sub"], format!("spiffe://public/ns/{ns}/orders"));
+    assert!(
+        verify(&jwt, &public, "api://billing").is_err(),
+        "another audience"
+    );
+
+    // A restart keeps the key: nothing new is generated.
+    sigil.shutdown().await.unwrap();
+    let again = start_chart_sigil_with(&env.admin, &statedir, dir.path(), &flags).await;
+    assert_eq!(again.jwt.as_ref().unwrap().current().key.kid(), signing);
+    let stored = secrets
+        .get("dapr-trust-bundle")
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(stored["jwt.key"].0, key);
+    again.shutdown().await.unwrap();
+
+    // In kubernetes mode the JWT file names are Secret keys: a path is refused at start,
+    // before anything is written.
+    let t = chart_sigil_token(&env.admin).await;
+    let mut with_path = flags.to_vec();
+    with_path.push("--jwt-key-filename=keys/jwt.key");
+    let err = try_start_sigil_as(&statedir, dir.path(), &t, &with_path)
+        .await
+        .err()
+        .expect("a key name with a slash is refused")
+        .to_string();
+    assert!(err.contains("--jwt-key-filename"), "{err}");
+    assert!(err.contains("[-._a-zA-Z0-9]+"), "{err}");
+    assert_eq!(calls_with_token(&t, "update", "secrets"), 0);
+    env.finish().await;
+}

@@ -109,6 +109,7 @@ fn applied_kind(kind: &str) -> Option<(&'static str, &'static str, &'static str,
 /// Node. Once only: applying the manifest again would re-create trust-bundle objects that a
 /// test holding [`TRUST_BUNDLE`] has just deleted.
 async fn cluster_setup(client: &Client) {
+    std::sync::LazyLock::force(&RUN_START);
     static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     DONE.get_or_init(|| cluster_setup_once(client)).await;
 }
@@ -554,13 +555,23 @@ struct ApiCall {
     code: u16,
 }
 
-/// The completed requests of the audit log made with a credential `keep` accepts (the
-/// audit event's `user`).
+/// When this run of the tests began: the audit log of a control plane reused across runs
+/// holds the requests of earlier runs too.
+static RUN_START: std::sync::LazyLock<time::OffsetDateTime> =
+    std::sync::LazyLock::new(time::OffsetDateTime::now_utc);
+
+/// The completed requests of this run in the audit log made with a credential `keep`
+/// accepts (the audit event's `user`).
 fn audited_calls(statedir: &Path, keep: impl Fn(&Value) -> bool) -> Vec<ApiCall> {
     let log = std::fs::read_to_string(statedir.join("audit.log")).expect("audit.log");
     log.lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|e| e["stage"] == "ResponseComplete" && keep(&e["user"]))
+        .filter(|e| {
+            let at = e["requestReceivedTimestamp"].as_str().unwrap_or_default();
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                .is_ok_and(|at| at >= *RUN_START)
+        })
         .map(|e| {
             let r = &e["objectRef"];
             let (res, sub) = (
