@@ -239,13 +239,12 @@ impl Watcher {
     }
 }
 
-/// Whether the two CAs trust at least one root in common.
+/// Whether the two CAs trust at least one root in common (the same root, or a re-issue of
+/// it with its subject and key).
 fn shares_a_root(new: &Authority, current: &Authority) -> bool {
-    let current = current.trust_bundle().roots();
-    new.trust_bundle()
-        .roots()
-        .iter()
-        .any(|r| current.contains(r))
+    current
+        .trust_bundle()
+        .shares_a_root_with(new.trust_bundle())
 }
 
 /// Runs `watcher`'s [`Watcher::poll`] every `interval` until `shutdown` turns true.

@@ -74,10 +74,33 @@ impl TrustBundle {
             .collect()
     }
 
+    /// Whether `other` holds one of these roots, or a re-issue of one: a certificate with
+    /// the same subject and public key verifies exactly the chains the original does (a
+    /// workload that trusts either accepts certificates from an issuer under the other).
+    /// `dapr mtls renew-certificate --private-key` renews a root so.
+    pub fn shares_a_root_with(&self, other: &TrustBundle) -> bool {
+        let mine: Vec<_> = self.roots.iter().filter_map(|d| root_identity(d)).collect();
+        other
+            .roots
+            .iter()
+            .filter_map(|d| root_identity(d))
+            .any(|id| mine.contains(&id))
+    }
+
     /// The bundle as one PEM blob (what Dapr calls the trust chain / `ca.crt`).
     pub fn to_pem(&self) -> String {
         pem_bundle::to_pem(&self.roots)
     }
+}
+
+/// What makes a root the same trust anchor for chain building: subject and public key
+/// (both DER, as encoded). The roots were parsed once when added.
+fn root_identity(der: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    Some((
+        cert.subject().as_raw().to_vec(),
+        cert.public_key().raw.to_vec(),
+    ))
 }
 
 #[cfg(test)]
@@ -101,6 +124,44 @@ mod tests {
         let last = bundle.roots()[0].clone();
         assert!(matches!(bundle.remove(&last), Err(Error::Bundle(_))));
         assert!(matches!(bundle.remove(&root_b), Err(Error::Bundle(_))));
+    }
+
+    /// A self-signed CA certificate for `org` with `key`, DER.
+    fn root(org: &str, key: &rcgen::KeyPair) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, org);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.serial_number = Some(crate::authority::serial().unwrap());
+        params.self_signed(key).unwrap().der().to_vec()
+    }
+
+    fn bundle(ders: &[&[u8]]) -> TrustBundle {
+        let mut b = TrustBundle { roots: Vec::new() };
+        for d in ders {
+            b.add(d.to_vec()).unwrap();
+        }
+        b
+    }
+
+    #[test]
+    fn a_root_reissued_with_its_key_and_subject_is_shared_and_nothing_else_is() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let other_key = rcgen::KeyPair::generate().unwrap();
+        let original = root("cluster.local", &key);
+        let reissued = root("cluster.local", &key);
+        assert_ne!(original, reissued, "a new serial, a new certificate");
+        let current = bundle(&[&original]);
+        assert!(current.shares_a_root_with(&bundle(&[&original])));
+        assert!(current.shares_a_root_with(&bundle(&[&reissued])));
+        // Same key, another subject; same subject, another key: other anchors.
+        assert!(!current.shares_a_root_with(&bundle(&[&root("elsewhere", &key)])));
+        assert!(!current.shares_a_root_with(&bundle(&[&root("cluster.local", &other_key)])));
+        // During a rotation, one shared root is enough.
+        let rotation = bundle(&[&root("cluster.local", &other_key), &reissued]);
+        assert!(current.shares_a_root_with(&rotation));
     }
 
     #[test]

@@ -716,3 +716,130 @@ async fn a_configmap_sigil_may_not_write_is_a_warning_not_a_failed_start() {
     assert!(denied >= 1, "the API server refused the ConfigMap write");
     sigil.shutdown().await.unwrap();
 }
+
+/// The root of `sigil_pki::Authority::generate` for the control plane's trust domain,
+/// re-issued with its key: the same subject and key, a new serial and validity. What
+/// `dapr mtls renew-certificate --private-key` does to the root.
+fn reissued_root(root_key_pem: &str) -> Vec<u8> {
+    let key = rcgen::KeyPair::from_pem(root_key_pem).expect("the root key");
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "cluster.local");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::DigitalSignature,
+        rcgen::KeyUsagePurpose::KeyCertSign,
+    ];
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(15);
+    params.not_after = now + time::Duration::days(365);
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&rand_suffix().into_bytes()));
+    params.self_signed(&key).unwrap().pem().into_bytes()
+}
+
+/// `openssl verify` of `chain_pem` (leaf first) against `anchors_pem`.
+fn openssl_verifies(dir: &Path, chain_pem: &[u8], anchors_pem: &[u8]) -> bool {
+    let pems: Vec<_> = x509_parser::pem::Pem::iter_from_buffer(chain_pem)
+        .map(|p| p.unwrap())
+        .collect();
+    let write = |name: &str, pem: &x509_parser::pem::Pem| {
+        let text = pem::encode(&pem::Pem::new("CERTIFICATE", pem.contents.clone()));
+        std::fs::write(dir.join(name), text).unwrap();
+    };
+    write("leaf.pem", &pems[0]);
+    write("issuer.pem", &pems[1]);
+    std::fs::write(dir.join("anchors.pem"), anchors_pem).unwrap();
+    std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args([
+            "verify",
+            "-CAfile",
+            "anchors.pem",
+            "-untrusted",
+            "issuer.pem",
+            "leaf.pem",
+        ])
+        .output()
+        .expect("openssl runs")
+        .status
+        .success()
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane: SIGIL_KUBE_STATEDIR (conformance/kube/controlplane.sh)"]
+async fn a_root_renewed_with_its_key_as_the_dapr_cli_does_is_swapped_in_while_serving() {
+    let _exclusive = TRUST_BUNDLE.write().await;
+    let statedir = statedir();
+    let admin = admin_client(&statedir).await;
+    cluster_setup(&admin).await;
+    let saved = secret_data(&admin).await;
+    // The CA as a user keeps it: the root key on the side.
+    let params = sigil_pki::CaParams::new("cluster.local".parse().unwrap(), CP_NS.parse().unwrap());
+    let now = time::OffsetDateTime::now_utc();
+    let (first, root_key) = sigil_pki::Authority::generate_keeping_root(&params, now).unwrap();
+    put_secret(&admin, &material(&first), None).await;
+    let env = Env::build("renew", &["orders"], None, &["--reload-interval", "200ms"]).await;
+    let ns = env.ns.clone();
+    assert_eq!(
+        env.sigil.state.current().anchors_pem().as_bytes(),
+        &first.ca_crt[..]
+    );
+
+    // The renewal: ca.crt is the re-issued root alone, with a new issuer under it, written
+    // over the Secret's data.
+    let new_root = reissued_root(&root_key);
+    let (issuer_crt, issuer_key) = sigil_pki::Authority::new_issuer(
+        &new_root,
+        &sigil_pki::PrivateKey::from_pem(root_key.as_bytes()).unwrap(),
+        &params,
+        now,
+    )
+    .unwrap();
+    put_secret(
+        &env.admin,
+        &[
+            ("ca.crt", &new_root[..]),
+            ("issuer.crt", &issuer_crt[..]),
+            ("issuer.key", &issuer_key[..]),
+        ],
+        None,
+    )
+    .await;
+    let sigil = &env.sigil;
+    eventually("the renewed CA swapped in", || {
+        let served = sigil.state.current().anchors_pem().to_string();
+        let new_root = new_root.clone();
+        async move { served.as_bytes() == &new_root[..] }
+    })
+    .await;
+    assert_eq!(sigil.metrics.ca_root_replacement_refused.get(), 0);
+
+    // A certificate from the new issuer verifies against the old root, which every workload
+    // still holds: the renewal breaks no one.
+    let orders = env
+        .pod("orders-1", "orders", json!({"dapr.io/app-id": "orders"}))
+        .await;
+    let t = env.token("orders", &sentry_audience(), Some(&orders)).await;
+    let resp = ca_client(sigil)
+        .await
+        .sign_certificate(request("orders", &ns, &t))
+        .await
+        .expect("issued")
+        .into_inner();
+    let dir = tempfile::tempdir().unwrap();
+    assert!(
+        openssl_verifies(dir.path(), &resp.workload_certificate, &first.ca_crt),
+        "the new chain does not verify against the old root"
+    );
+    // A root of another key would not (the control for the check above).
+    assert!(!openssl_verifies(
+        dir.path(),
+        &resp.workload_certificate,
+        &another_ca().ca_crt
+    ));
+    let saved: Vec<(&str, &[u8])> = saved.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
+    put_secret(&env.admin, &saved, None).await;
+    env.finish().await;
+}
