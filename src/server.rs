@@ -40,8 +40,10 @@ const STREAM_WINDOW: u32 = 64 * 1024;
 const CONNECTION_WINDOW: u32 = 64 * 1024;
 /// Largest header block accepted on a stream (hyper's default, made explicit).
 const MAX_HEADER_LIST: u32 = 16 * 1024;
-/// Streams a client may reset before the server accepts them, and streams the server may
-/// reset for a client's errors, before the connection is closed (HTTP/2 rapid reset).
+/// HTTP/2 rapid reset: the connection is closed (GOAWAY ENHANCE_YOUR_CALM) when more than
+/// this many streams the client reset are waiting, at one moment, for the server to accept
+/// them (a gauge, not a total: each accepted stream takes one off), or when the server has
+/// reset this many streams over the connection's life for the client's errors (a total).
 const MAX_PENDING_ACCEPT_RESETS: usize = 20;
 const MAX_LOCAL_ERROR_RESETS: usize = 128;
 /// How long in-flight requests get to finish after a shutdown signal.
