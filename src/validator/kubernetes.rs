@@ -602,6 +602,12 @@ impl TokenValidator for KubernetesValidator {
         // (its client hung up), the next waiter takes over.
         let answer = cell
             .get_or_init(|| async move {
+                // An identical validation may have finished between the cache miss above and
+                // this cell's creation (its own cell already gone): its answer is cached.
+                // It was inserted before its cell was removed, so one of the two is found.
+                if let Some(identity) = self.cache.get(&key, self.clock.now()) {
+                    return Ok((identity, None));
+                }
                 let answer = self
                     .validate_uncached(claims, namespace, app_id)
                     .await
