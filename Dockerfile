@@ -10,7 +10,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked --bin sigil \
     && install -D -m 0755 target/release/sigil /out/sigil
 
-# Runtime: the binary links glibc (ring and rustls need nothing else), so distroless "cc"
+# Runtime: the binary links glibc (ring, rustls and jemalloc are static), so distroless "cc"
 # (glibc and libgcc from the same Debian release as the builder; no shell, no package
 # manager). Its `nonroot` user is 65532, which the Helm chart also sets.
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -6,7 +6,7 @@
 # slow-header connections on the health port; meanwhile 4 workers send REQUESTS (default
 # 2000) valid requests, each on a new connection as daprd does. Prints one line: the
 # legitimate p50/p99 and success rate, the server's RSS before, its peak (VmHWM) and its RSS
-# 3 s after the flood's connections closed. Bounded: the flood lasts FLOOD_SECONDS (30).
+# 3 s and 15 s after the flood's connections closed. Bounded: the flood lasts FLOOD_SECONDS (30).
 # Give an older build as SIGIL_BINARY to compare (its flags must include those used here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,3 +43,7 @@ ulimit -n 65536 2>/dev/null || true
   --flood-connections 48 --flood-streams 250 --idle-connections 100 \
   --slow-header-connections 100 --healthz-addr "127.0.0.1:$hport" --flood-seconds "$FLOOD_SECONDS"
 kill -0 "$pid" 2>/dev/null && echo "server still running" || echo "server DIED"
+# The allocator hands freed pages back over seconds (jemalloc's background purge, decay 10 s):
+# RSS once more, 15 s after the flood ended.
+sleep 12
+echo "server RSS 15 s after the flood $(awk '/VmRSS/{printf "%.1f", $2/1024}' /proc/$pid/status) MiB"

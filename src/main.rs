@@ -8,6 +8,13 @@ use clap::{Parser, Subcommand};
 use sigil::cli::ca::CaCommand;
 use sigil::config::ServeArgs;
 
+/// jemalloc, because memory freed after a burst must go back to the system: after the
+/// connection flood of BENCHMARKS.md glibc's malloc kept its 46 MiB peak resident for good
+/// (`malloc_trim` would return 30 MiB of it, but is reachable only through `unsafe`);
+/// jemalloc's background thread purges unused pages within about 10 s (its decay time).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Sigil: a SPIFFE certificate authority for Kubernetes, wire-compatible with Dapr Sentry.
 #[derive(Parser, Debug)]
 #[command(name = "sigil", version, about)]
@@ -74,6 +81,11 @@ async fn serve(args: ServeArgs) -> Result<(), sigil::Error> {
 }
 
 fn main() -> ExitCode {
+    // Without the background thread jemalloc purges only when the program allocates again,
+    // so an idle server after a flood would keep the pages.
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        eprintln!("warning: jemalloc's background purge thread did not start ({e}); memory freed after a burst returns to the system only as the server allocates again");
+    }
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     // Called the way Dapr calls Sentry (`/sentry --mode kubernetes ...`, `-port=50001`):
     // the arguments are serve's flags.
