@@ -360,6 +360,25 @@ async fn service_account(admin: &Client, ns: &str, name: &str) -> ServiceAccount
     .unwrap_or_else(|e| panic!("service account {ns}/{name}: {e}"))
 }
 
+/// A Pod in namespace `ns`, bound to the Node, as `sa`, with `annotations` (an API object:
+/// nothing runs it).
+async fn create_pod(admin: &Client, ns: &str, name: &str, sa: &str, annotations: Value) -> Pod {
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), ns);
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": ns, "annotations": annotations},
+        "spec": {
+            "serviceAccountName": sa,
+            "nodeName": NODE,
+            "containers": [{"name": "app", "image": "registry.example/shop/app:1.0"}],
+        }
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .unwrap_or_else(|e| panic!("create pod {ns}/{name}: {e}"))
+}
+
 /// A short random hex string.
 fn rand_suffix() -> String {
     let mut b = [0u8; 4];
@@ -425,20 +444,7 @@ impl Env {
 
     /// A Pod in namespace `ns`, bound to the Node, as `sa`, with `annotations`.
     async fn pod_in(&self, ns: &str, name: &str, sa: &str, annotations: Value) -> Pod {
-        let pods: Api<Pod> = Api::namespaced(self.admin.clone(), ns);
-        let pod: Pod = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": ns, "annotations": annotations},
-            "spec": {
-                "serviceAccountName": sa,
-                "nodeName": NODE,
-                "containers": [{"name": "app", "image": "registry.example/shop/app:1.0"}],
-            }
-        }))
-        .unwrap();
-        pods.create(&PostParams::default(), &pod)
-            .await
-            .unwrap_or_else(|e| panic!("create pod {ns}/{name}: {e}"))
+        create_pod(&self.admin, ns, name, sa, annotations).await
     }
 
     async fn token(&self, sa: &str, audience: &str, pod: Option<&Pod>) -> String {

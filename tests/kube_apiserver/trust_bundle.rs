@@ -595,6 +595,55 @@ async fn an_emptied_secret_is_written_back_while_serving_and_refused_at_start() 
     let marker = secrets(&admin).get(BUNDLE).await.unwrap();
     let marker = annotation(&marker).expect("the written-back Secret carries Sigil's annotation");
     assert!(marker.starts_with("sha256:"), "{marker}");
+
+    // Partly emptied (issuer.key dropped, as by a slip in `kubectl edit`): counted, the CA in
+    // force keeps serving, and the Secret is left as the person left it (it may be an edit
+    // under way): never regenerated, never overwritten.
+    let full = secret_data(&admin).await;
+    let partial: Vec<(&str, &[u8])> = full
+        .iter()
+        .filter(|(k, _)| k.as_str() != "issuer.key")
+        .map(|(k, v)| (k.as_str(), &v[..]))
+        .collect();
+    let partial_secret = put_secret(&admin, &partial, Some(&marker)).await;
+    let metrics = sigil.metrics.clone();
+    eventually("the partly emptied Secret counted", || {
+        let n = metrics.ca_material_lost.get();
+        async move { n == 2 }
+    })
+    .await;
+    assert_eq!(sigil.state.current().anchors_pem(), anchors);
+    let ns = format!("kt-partial-{}", rand_suffix());
+    namespace(&admin, &ssa(), &ns).await;
+    service_account(&admin, &ns, "orders").await;
+    let pod = create_pod(
+        &admin,
+        &ns,
+        "orders-1",
+        "orders",
+        json!({"dapr.io/app-id": "orders"}),
+    )
+    .await;
+    let pod_token = token(&admin, &ns, "orders", &sentry_audience(), Some(&pod))
+        .await
+        .expect("a pod token");
+    let resp = ca_client(&sigil)
+        .await
+        .sign_certificate(request("orders", &ns, &pod_token))
+        .await
+        .expect("still issuing with the CA in force")
+        .into_inner();
+    assert_eq!(
+        resp.trust_chain_certificates,
+        vec![anchors.clone().into_bytes()]
+    );
+    let after = secrets(&admin).get(BUNDLE).await.unwrap();
+    assert_eq!(
+        partial_secret.metadata.resource_version, after.metadata.resource_version,
+        "the partly emptied Secret was written"
+    );
+    let full: Vec<(&str, &[u8])> = full.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
+    put_secret(&admin, &full, Some(&marker)).await;
     sigil.shutdown().await.unwrap();
 
     // Emptied with no replica running: the ConfigMap still holds the anchors, so a start
