@@ -43,7 +43,7 @@ async fn apiserver_killed_then_back_unavailable_then_service_resumes() {
     let mut down = ApiserverDown(&statedir, true);
     // From here on the never-reviewed tokens must get no certificate until the apiserver is
     // back (the load starts only now, so none of them was reviewed before).
-    let load = FaultLoad::start(&env.sigil, &ns, &cached, unreviewed);
+    let load = FaultLoad::start(&env.sigil, &ns, &cached, unreviewed).await;
     // A token never reviewed: no review, no certificate.
     let t0 = std::time::Instant::now();
     let status = env
@@ -119,28 +119,24 @@ struct LoadCounts {
 }
 
 impl FaultLoad {
-    fn start(server: &RunningServer, ns: &str, cached: &str, unreviewed: Vec<String>) -> Self {
+    async fn start(
+        server: &RunningServer,
+        ns: &str,
+        cached: &str,
+        unreviewed: Vec<String>,
+    ) -> Self {
         use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let down = std::sync::Arc::new(AtomicBool::new(true));
         let mut tasks = tokio::task::JoinSet::new();
-        let addr = server.grpc_addr;
-        let anchors = server.state.current().trust_bundle().to_pem();
+        // Sigil itself stays up: only its control plane fails.
+        let client = ca_client(server).await;
         for worker in 0..2 {
             let (stop, down) = (stop.clone(), down.clone());
             let (ns, cached) = (ns.to_string(), cached.to_string());
             let unreviewed = unreviewed.clone();
-            let anchors = anchors.clone();
+            let mut client = client.clone();
             tasks.spawn(async move {
-                let tls = tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(anchors))
-                    .domain_name(format!("dapr-sentry.{CP_NS}.svc"));
-                let channel = tonic::transport::Channel::from_shared(format!("https://{addr}"))
-                    .unwrap()
-                    .tls_config(tls)
-                    .unwrap()
-                    .connect_lazy();
-                let mut client = sigil_proto::sentry::ca_client::CaClient::new(channel);
                 let mut counts = LoadCounts::default();
                 let mut i = worker;
                 while !stop.load(SeqCst) {
@@ -236,7 +232,7 @@ async fn etcd_stopped_under_the_apiserver_unavailable_then_service_resumes() {
 
     controlplane("stop-etcd", &statedir);
     let mut down = EtcdDown(&statedir, true);
-    let load = FaultLoad::start(&env.sigil, &ns, &cached, unreviewed);
+    let load = FaultLoad::start(&env.sigil, &ns, &cached, unreviewed).await;
     // The API server still answers, but cannot read the pod: no certificate.
     let t0 = std::time::Instant::now();
     let status = env
