@@ -9,9 +9,11 @@ use std::fmt;
 
 use rcgen::{PublicKeyData, SignatureAlgorithm};
 use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::error::X509Error;
 use x509_parser::oid_registry::{self, Oid};
 use x509_parser::prelude::FromDer;
 use x509_parser::public_key::PublicKey;
+use x509_parser::x509::SubjectPublicKeyInfo;
 
 use crate::Error;
 
@@ -81,28 +83,8 @@ impl ValidatedCsr {
 
     /// Parses and checks a DER-encoded PKCS#10 request.
     pub fn from_der(der: &[u8]) -> Result<Self, Error> {
-        if der.len() > MAX_CSR_BYTES {
-            return Err(Error::CsrTooLarge {
-                size: der.len(),
-                max: MAX_CSR_BYTES,
-            });
-        }
-        // x509-parser does not check the outer tag; DER demands a SEQUENCE (found by fuzzing).
-        if der.first() != Some(&0x30) {
-            return Err(Error::CsrMalformed(
-                "the request is not a DER SEQUENCE".into(),
-            ));
-        }
-        let (rest, csr) = X509CertificationRequest::from_der(der)
-            .map_err(|e| Error::CsrMalformed(e.to_string()))?;
-        if !rest.is_empty() {
-            return Err(Error::CsrMalformed(format!(
-                "{} bytes of trailing data after the request",
-                rest.len()
-            )));
-        }
-        let spki = &csr.certification_request_info.subject_pki;
-        let key_type = classify_key(spki)?;
+        let csr: X509CertificationRequest<'_> = exactly_one("the request", der)?;
+        let checked = Self::from_key(&csr.certification_request_info.subject_pki)?;
         check_signature_algorithm(&csr.signature_algorithm.algorithm)?;
         csr.verify_signature().map_err(|e| match e {
             x509_parser::error::X509Error::SignatureUnsupportedAlgorithm => {
@@ -110,11 +92,7 @@ impl ValidatedCsr {
             }
             _ => Error::CsrBadSignature,
         })?;
-        Ok(Self {
-            key_type,
-            public_key: spki.subject_public_key.data.to_vec(),
-            spki_der: spki.raw.to_vec(),
-        })
+        Ok(checked)
     }
 
     /// Takes a bare DER SubjectPublicKeyInfo whose possession was proven elsewhere and runs
@@ -123,28 +101,14 @@ impl ValidatedCsr {
     /// `proofOfPossession` over the pod UID when the request is created, and the spec cannot
     /// change after that.
     pub fn from_proven_public_key(spki_der: &[u8]) -> Result<Self, Error> {
-        if spki_der.len() > MAX_CSR_BYTES {
-            return Err(Error::CsrTooLarge {
-                size: spki_der.len(),
-                max: MAX_CSR_BYTES,
-            });
-        }
-        if spki_der.first() != Some(&0x30) {
-            return Err(Error::CsrMalformed(
-                "the public key is not a DER SEQUENCE".into(),
-            ));
-        }
-        let (rest, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
-            .map_err(|e| Error::CsrMalformed(format!("public key: {e}")))?;
-        if !rest.is_empty() {
-            return Err(Error::CsrMalformed(format!(
-                "{} bytes of trailing data after the public key",
-                rest.len()
-            )));
-        }
-        let key_type = classify_key(&spki)?;
+        let spki: SubjectPublicKeyInfo<'_> = exactly_one("the public key", spki_der)?;
+        Self::from_key(&spki)
+    }
+
+    /// The key checks, shared by both ways in.
+    fn from_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<Self, Error> {
         Ok(Self {
-            key_type,
+            key_type: classify_key(spki)?,
             public_key: spki.subject_public_key.data.to_vec(),
             spki_der: spki.raw.to_vec(),
         })
@@ -176,6 +140,30 @@ impl PublicKeyData for ValidatedCsr {
             CsrKeyType::Rsa { .. } => &rcgen::PKCS_RSA_SHA256,
         }
     }
+}
+
+/// `der` as exactly one DER value of type `T`, at most [`MAX_CSR_BYTES`] long: the framing
+/// checks every input gets before its own. `what` names it in errors.
+fn exactly_one<'a, T: FromDer<'a, X509Error>>(what: &str, der: &'a [u8]) -> Result<T, Error> {
+    if der.len() > MAX_CSR_BYTES {
+        return Err(Error::CsrTooLarge {
+            size: der.len(),
+            max: MAX_CSR_BYTES,
+        });
+    }
+    // x509-parser does not check the outer tag; DER demands a SEQUENCE (found by fuzzing).
+    if der.first() != Some(&0x30) {
+        return Err(Error::CsrMalformed(format!("{what} is not a DER SEQUENCE")));
+    }
+    let (rest, value) =
+        T::from_der(der).map_err(|e| Error::CsrMalformed(format!("{what}: {e}")))?;
+    if !rest.is_empty() {
+        return Err(Error::CsrMalformed(format!(
+            "{} bytes of trailing data after {what}",
+            rest.len()
+        )));
+    }
+    Ok(value)
 }
 
 fn decode_single_pem(input: &[u8]) -> Result<Vec<u8>, Error> {
@@ -211,7 +199,7 @@ fn decode_single_pem(input: &[u8]) -> Result<Vec<u8>, Error> {
     Ok(block.contents().to_vec())
 }
 
-fn classify_key(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<CsrKeyType, Error> {
+fn classify_key(spki: &SubjectPublicKeyInfo<'_>) -> Result<CsrKeyType, Error> {
     let alg = &spki.algorithm.algorithm;
     let key = &spki.subject_public_key.data;
     if *alg == oid_registry::OID_SIG_ED25519 {
