@@ -151,15 +151,36 @@ pub async fn get_configuration(
     }
 }
 
+/// How many times a start-up read is tried when the API server does not answer in time or
+/// fails (5xx, connection refused); the pauses between tries double from 250 ms (about 4 s
+/// in all, besides the calls' own deadlines).
+const START_ATTEMPTS: u32 = 5;
+
 /// Reads Sentry's own Dapr `Configuration` (default `daprsystem`). A missing object means
-/// defaults, with a warning; an unreachable API server stops the start.
+/// defaults, with a warning. An API server that is slow or failing for a moment (a
+/// control-plane upgrade, etcd recovering) is tried again a few times: a start that gave up
+/// at once would wait out the kubelet's crash-loop back-off, up to five minutes. One that
+/// stays unreachable, or refuses (403), stops the start.
 pub async fn read_dapr_configuration(
     client: &Client,
     namespace: &str,
     name: &str,
     timeout: Duration,
 ) -> Result<DaprConfiguration, Error> {
-    match get_configuration(client, namespace, name, timeout).await {
+    let mut pause = Duration::from_millis(250);
+    let mut attempt = 1;
+    let answer = loop {
+        match get_configuration(client, namespace, name, timeout).await {
+            Err(ApiFailure::Other(m)) if attempt < START_ATTEMPTS => {
+                tracing::warn!(namespace, configuration = name, attempt, error = %m, "cannot read the Dapr Configuration yet; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            answer => break answer,
+        }
+    };
+    match answer {
         Ok(Some(data)) => serde_json::from_value(data)
             .map_err(|e| Error::Config(format!("Configuration {namespace}/{name}: {e}"))),
         Ok(None) => {

@@ -179,3 +179,27 @@ async fn identical_requests_in_flight_share_one_token_review() {
     assert_eq!(fake.count("POST tokenreviews"), 2);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_api_server_silent_for_a_moment_at_start_is_waited_for() {
+    let fake = Fake::start().await;
+    fake.add_configuration(
+        CP_NS,
+        "daprsystem",
+        json!({"mtls": {"enabled": true, "workloadCertTTL": "1h"}}),
+    );
+    // Silent for 3 s, longer than one call's 2 s deadline (--request-timeout 8s): the start
+    // tries the Configuration again instead of giving up.
+    fake.go_silent(true);
+    let speak_later = async {
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        fake.go_silent(false);
+    };
+    let (server, ()) = tokio::join!(
+        start_sigil(&fake, &["--request-timeout", "8s"]),
+        speak_later
+    );
+    let server = server.expect("the start waits out a moment of silence");
+    assert!(fake.count("GET configurations") >= 2, "tried again");
+    server.shutdown().await.unwrap();
+}

@@ -91,6 +91,7 @@ async fn apiserver_killed_then_back_unavailable_then_service_resumes() {
          ({} answered outside it)",
         counts.cached_issued, counts.unreviewed_unavailable, counts.outside
     );
+    settled(&env.admin).await;
     env.finish().await;
 }
 
@@ -277,5 +278,44 @@ async fn etcd_stopped_under_the_apiserver_unavailable_then_service_resumes() {
          outside it)",
         counts.cached_issued, counts.unreviewed_unavailable, counts.outside
     );
+    settled(&env.admin).await;
     env.finish().await;
+}
+
+/// Waits until the API server answers the reads every Sigil start makes (the Dapr
+/// Configuration, served through its CRD, and the trust-bundle Secret) promptly, three times
+/// in a row: after a fault it may still take seconds, and the tests after this one start
+/// Sigils that give each call 2.5 s.
+async fn settled(admin: &Client) {
+    use k8s_openapi::api::core::v1::Secret;
+    let configurations: Api<DynamicObject> = Api::namespaced_with(
+        admin.clone(),
+        CP_NS,
+        &support::apiserver::configuration_resource(),
+    );
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), CP_NS);
+    let t0 = std::time::Instant::now();
+    let deadline = t0 + Duration::from_secs(60);
+    let mut prompt = 0;
+    while prompt < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the API server did not answer promptly again within 60 s of the fault"
+        );
+        let reads = async {
+            configurations.get("daprsystem").await.is_ok()
+                && secrets.get("dapr-trust-bundle").await.is_ok()
+        };
+        match tokio::time::timeout(Duration::from_millis(500), reads).await {
+            Ok(true) => prompt += 1,
+            _ => {
+                prompt = 0;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    println!(
+        "the API server answered promptly again {:?} after service resumed",
+        t0.elapsed()
+    );
 }
