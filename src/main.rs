@@ -12,6 +12,7 @@ use sigil::config::ServeArgs;
 /// connection flood of BENCHMARKS.md glibc's malloc kept its 46 MiB peak resident for good
 /// (`malloc_trim` would return 30 MiB of it, but is reachable only through `unsafe`);
 /// jemalloc's background thread purges unused pages within about 10 s (its decay time).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -83,6 +84,7 @@ async fn serve(args: ServeArgs) -> Result<(), sigil::Error> {
 fn main() -> ExitCode {
     // Without the background thread jemalloc purges only when the program allocates again,
     // so an idle server after a flood would keep the pages.
+    #[cfg(feature = "jemalloc")]
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
         eprintln!("warning: jemalloc's background purge thread did not start ({e}); memory freed after a burst returns to the system only as the server allocates again");
     }
