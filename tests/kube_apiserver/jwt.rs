@@ -1,5 +1,20 @@
 use super::*;
 
+/// Removes the JWT key and JWKS from the trust-bundle Secret (a run before may have left
+/// them), keeping the CA material.
+async fn drop_jwt_material(admin: &Client) {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(admin.clone(), CP_NS);
+    let mut secret = secrets.get("dapr-trust-bundle").await.unwrap();
+    if let Some(data) = secret.data.as_mut() {
+        data.remove("jwt.key");
+        data.remove("jwks.json");
+    }
+    secrets
+        .replace("dapr-trust-bundle", &PostParams::default(), &secret)
+        .await
+        .expect("drop the JWT material");
+}
+
 /// The key ids of a stored JWKS document.
 fn stored_kids(jwks: &[u8]) -> Vec<String> {
     sigil_pki::JwksDocument::parse(jwks)
@@ -23,16 +38,8 @@ async fn jwt_keys_three_replicas_agree_and_a_new_key_is_published_before_it_sign
         .pod("orders-1", "orders", json!({"dapr.io/app-id": "orders"}))
         .await;
     // No JWT key yet (a run before this one may have left one).
+    drop_jwt_material(&env.admin).await;
     let secrets: Api<Secret> = Api::namespaced(env.admin.clone(), CP_NS);
-    let mut secret = secrets.get("dapr-trust-bundle").await.unwrap();
-    if let Some(data) = secret.data.as_mut() {
-        data.remove("jwt.key");
-        data.remove("jwks.json");
-    }
-    secrets
-        .replace("dapr-trust-bundle", &PostParams::default(), &secret)
-        .await
-        .expect("drop the JWT material");
 
     // Three replicas start together with JWT-SVIDs on: one key wins, every replica uses it.
     let flags = [
@@ -197,16 +204,8 @@ async fn a_generated_jwt_key_stays_in_the_secret_and_tokens_verify_against_the_c
     let statedir = statedir();
     let env = Env::exclusive("jwtgen", &["orders"]).await;
     let ns = env.ns.clone();
+    drop_jwt_material(&env.admin).await;
     let secrets: Api<Secret> = Api::namespaced(env.admin.clone(), CP_NS);
-    let mut secret = secrets.get("dapr-trust-bundle").await.unwrap();
-    if let Some(data) = secret.data.as_mut() {
-        data.remove("jwt.key");
-        data.remove("jwks.json");
-    }
-    secrets
-        .replace("dapr-trust-bundle", &PostParams::default(), &secret)
-        .await
-        .expect("drop the JWT material");
     let flags = [
         "--jwt-enabled",
         "--jwt-signing-algorithm=ES256",

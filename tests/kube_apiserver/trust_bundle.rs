@@ -247,6 +247,12 @@ async fn put_secret(admin: &Client, data: &[(&str, &[u8])], ca_stored: Option<&s
         .expect("replace the Secret")
 }
 
+/// Puts back Secret data saved with [`secret_data`], for the tests after this one.
+async fn put_back(admin: &Client, saved: &BTreeMap<String, Vec<u8>>) {
+    let data: Vec<(&str, &[u8])> = saved.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
+    put_secret(admin, &data, None).await;
+}
+
 /// Replaces the ConfigMap's data with `data`.
 async fn put_configmap(admin: &Client, data: &[(&str, &str)]) {
     let mut cm = configmaps(admin).get(BUNDLE).await.expect("the ConfigMap");
@@ -565,8 +571,7 @@ async fn a_partly_filled_secret_stops_the_start_and_is_left_alone() {
     );
     assert_eq!(calls_with_token(&t, "update", "secrets"), 0);
     // Put back what was there, for the tests after this one.
-    let saved: Vec<(&str, &[u8])> = saved.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
-    put_secret(&admin, &saved, None).await;
+    put_back(&admin, &saved).await;
 }
 
 #[tokio::test]
@@ -716,8 +721,7 @@ async fn an_unrelated_root_is_not_swapped_in_while_serving() {
         .expect("issued")
         .into_inner();
     assert_eq!(resp.trust_chain_certificates, vec![anchors.into_bytes()]);
-    let saved: Vec<(&str, &[u8])> = saved.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
-    put_secret(&env.admin, &saved, None).await;
+    put_back(&env.admin, &saved).await;
     env.finish().await;
 }
 
@@ -888,7 +892,6 @@ async fn a_root_renewed_with_its_key_as_the_dapr_cli_does_is_swapped_in_while_se
         &resp.workload_certificate,
         &another_ca().ca_crt
     ));
-    let saved: Vec<(&str, &[u8])> = saved.iter().map(|(k, v)| (k.as_str(), &v[..])).collect();
-    put_secret(&env.admin, &saved, None).await;
+    put_back(&env.admin, &saved).await;
     env.finish().await;
 }
