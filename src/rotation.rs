@@ -202,7 +202,11 @@ impl Watcher {
         let now = clock.now();
         match Authority::load(&files, now) {
             Ok(authority)
-                if !self.allow_root_replacement && !shares_a_root(&authority, &state.current()) =>
+                if !self.allow_root_replacement
+                    && !state
+                        .current()
+                        .trust_bundle()
+                        .shares_a_root_with(authority.trust_bundle()) =>
             {
                 metrics.ca_root_replacement_refused.inc();
                 metrics.reload_failures.inc();
@@ -237,14 +241,6 @@ impl Watcher {
             }
         }
     }
-}
-
-/// Whether the two CAs trust at least one root in common (the same root, or a re-issue of
-/// it with its subject and key).
-fn shares_a_root(new: &Authority, current: &Authority) -> bool {
-    current
-        .trust_bundle()
-        .shares_a_root_with(new.trust_bundle())
 }
 
 /// Runs `watcher`'s [`Watcher::poll`] every `interval` until `shutdown` turns true.
